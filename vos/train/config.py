@@ -1,0 +1,35 @@
+"""Trainer configuration (SPEC §6; the thesis's §4.3 recipe as defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vos.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 110_000
+    batch_size: int = 8
+    lr: float = 1e-5
+    weight_decay: float = 0.05
+    lr_steps: tuple[int, ...] = (80_000,)
+    lr_gamma: float = 0.1
+    # Which losses supervise: the weak losses (boxes) or the fully supervised oracle.
+    objective: Literal["weak", "oracle"] = "weak"
+    amp: bool = True  # bf16/fp16 autocast on CUDA only; CPU trains in fp32
+    compile: bool = False
+    seed: int = 14159265
+    init_weights: str | None = None
+    out_dir: str = "runs/train"
+    checkpoint_every: int = 5_000
+    log_every: int = 100
+    max_bad_steps: int = 20  # abort after this many consecutive non-finite losses
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
