@@ -114,6 +114,87 @@ def data_check(
         raise typer.Exit(1)
 
 
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VosError(f"--device {name!r}: not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VosError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise VosError(f"--box {text!r}: expected x0,y0,x1,y1 in pixels")
+    return values  # type: ignore[return-value]
+
+
+@app.command("segment")
+def segment(
+    input: Path = typer.Argument(..., help="A folder of frames or a video file (mp4 needs the video extra)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the palette PNG masks."),
+    weights: str = typer.Option(..., "--weights", help="Checkpoint: our .safetensors or an official XMem .pth."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="First-frame index mask (palette/grayscale PNG)."),
+    box: list[str] = typer.Option([], "--box", help="First-frame box x0,y0,x1,y1 (exclusive max); repeat for more objects."),
+    size: int = typer.Option(480, help="Shorter side the model sees; -1 keeps the native resolution."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    overlay: Optional[Path] = typer.Option(None, help="Also write masks blended over frames: a folder or an .mp4."),
+    set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+) -> None:
+    """Segment a video from a first-frame mask or boxes; writes one palette PNG per frame."""
+    from vos.config import from_dict
+    from vos.memory.config import MemoryConfig
+    from vos.memory.segment import segment_video
+    from vos.model.weights import load_model
+
+    import yaml
+
+    with user_errors():
+        if (mask is None) == (not box):
+            raise VosError("give exactly one initialisation: --mask PNG or one or more --box x0,y0,x1,y1")
+        if size != -1 and size < 16:
+            raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
+        overrides = {}
+        for item in set_:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise VosError(f"--set {item}: expected key=value")
+            overrides[key.removeprefix("memory.")] = yaml.safe_load(value)
+        memory = from_dict(MemoryConfig, overrides, source="--set", prefix="memory.")
+        boxes = [_parse_box(b) for b in box] or None
+        model = load_model(weights, device=_device(device))
+        stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay)
+    console.print(
+        f"segmented {stats['frames']} frames, {len(stats['objects'])} object(s) at {stats['process_size'][0]}x"
+        f"{stats['process_size'][1]}: {stats['fps']:.2f} FPS (model step + resize back) → {out}"
+    )
+
+
+@app.command("convert")
+def convert(
+    src: Path = typer.Argument(..., help="Official XMem checkpoint (.pth) or any checkpoint load_model reads."),
+    dst: Path = typer.Argument(..., help="Output .safetensors (a .json of the model config is written beside it)."),
+) -> None:
+    """Convert a checkpoint to our safetensors format."""
+    from vos.model.weights import convert_checkpoint
+
+    with user_errors():
+        if dst.suffix != ".safetensors":
+            raise VosError(f"{dst}: the output must end in .safetensors")
+        out = convert_checkpoint(src, dst)
+    console.print(f"wrote {out} and {Path(out).with_suffix('.json')}")
+
+
 def main() -> None:
     app()
 
