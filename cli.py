@@ -180,6 +180,24 @@ def segment(
     )
 
 
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="YAML config, e.g. configs/full.yaml (may `extends:` another)."),
+    set_: list[str] = typer.Option([], "--set", help="Override one field: --set train.lr=1e-4 (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: train.out_dir of the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest.json."),
+) -> None:
+    """Train a model (box-supervised with the weak losses, or the mask oracle). Works under torchrun."""
+    from vos.config import load_config
+    from vos.train.trainer import train
+
+    with user_errors():
+        overrides = list(set_) + ([f"train.out_dir={out}"] if out is not None else [])
+        cfg = load_config(config, overrides)
+        final = train(cfg, resume=resume)
+    console.print(f"final weights: {final}")
+
+
 @app.command("convert")
 def convert(
     src: Path = typer.Argument(..., help="Official XMem checkpoint (.pth) or any checkpoint load_model reads."),

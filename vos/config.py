@@ -53,6 +53,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         source = str(path)
     for item in overrides:
         _apply_override(data, item)
+    if overrides:
+        source = f"{source} + --set"
     return from_dict(cls, data, source=source)
 
 
@@ -142,6 +144,11 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise _type_error(source, key, tp, value)
     if tp is str:
         if isinstance(value, str):

@@ -103,7 +103,7 @@ def build_sources(spec: DatasetSpec) -> list[Source]:
     root = Path(spec.root)
     if spec.kind in ("davis", "synthetic", "youtube"):
         layout = "youtube" if spec.kind == "youtube" else "davis"
-        dataset = open_dataset(root, split=spec.split, layout=layout)
+        dataset = open_dataset(root, split=spec.split, layout=layout, year=spec.year)
         stride = 5 if spec.kind == "youtube" else 1
         sources: list[Source] = []
         for video in dataset.videos:

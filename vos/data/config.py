@@ -21,6 +21,7 @@ class DatasetSpec:
     root: str = "data/synthetic"
     split: str = "train"
     weight: float = 1.0
+    year: str = "2017"  # DAVIS ImageSets year (2016 lists the single-object videos)
 
     def __post_init__(self) -> None:
         if self.weight <= 0:

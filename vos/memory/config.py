@@ -73,4 +73,6 @@ class MemoryConfig:
         if self.read_mode not in ("sparse", "dense"):
             raise ConfigError(f"memory.read_mode: must be 'sparse' or 'dense', got {self.read_mode!r}")
         if self.read_mode == "dense" and self.backend == "triton":
-            raise ConfigError("memory.read_mode: 'dense' is XMem's PyTorch algorithm and cannot run with backend 'triton'")
+            raise ConfigError(
+                "memory.read_mode: 'dense' is XMem's PyTorch algorithm and cannot run with backend 'triton'"
+            )

@@ -159,7 +159,8 @@ def resolve_backend(backend: Backend, tensor: torch.Tensor, mode: Mode = "sparse
             )
         if _load_triton_kernel() is None:
             raise VosError(
-                f"memory read: backend 'triton' is unavailable ({_triton_import_error()}); use backend 'torch' or 'auto'"
+                f"memory read: backend 'triton' is unavailable ({_triton_import_error()}); "
+                "use backend 'torch' or 'auto'"
             )
         return "triton"
     raise VosError(f"memory read: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
@@ -195,7 +196,8 @@ def _check_keys(
 ) -> None:
     if mem_keys.dim() != 3 or query_keys.dim() != 3:
         raise ValueError(
-            f"mem_keys and query_keys must be B×CK×N and B×CK×HW, got {tuple(mem_keys.shape)} and {tuple(query_keys.shape)}"
+            "mem_keys and query_keys must be B×CK×N and B×CK×HW, "
+            f"got {tuple(mem_keys.shape)} and {tuple(query_keys.shape)}"
         )
     b, ck, n = mem_keys.shape
     if query_keys.shape[:2] != (b, ck):

@@ -111,16 +111,19 @@ class XMem(nn.Module):
         mem_value: torch.Tensor,
         top_k: int | None = None,
         backend: str = "auto",
-    ):
+        need_usage: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory readout: query_key/query_selection B×CK×HW, mem_key B×CK×N, mem_shrinkage B×1×N,
-        mem_value B×C×N → (readout B×C×HW, usage) from ``vos.memory.read.memory_read``.
+        mem_value B×C×N → (readout B×C×HW, usage B×N or None) from ``vos.memory.read.memory_read``.
 
-        ``top_k`` None reads with the full softmax (training); ``backend`` picks the implementation.
+        ``top_k`` None reads with the full softmax (training); ``backend`` picks the implementation;
+        ``need_usage`` also returns the per-element usage (column sums of the affinity).
         """
         from vos.memory.read import memory_read  # the memory package imports this one's users
 
         return memory_read(
-            mem_key, mem_shrinkage, query_key, query_selection, mem_value, top_k=top_k, backend=backend
+            mem_key, mem_shrinkage, query_key, query_selection, mem_value,
+            top_k=top_k, backend=backend, need_usage=need_usage,
         )
 
     def decode(

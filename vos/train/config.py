@@ -26,10 +26,18 @@ class TrainConfig:
     checkpoint_every: int = 5_000
     log_every: int = 100
     max_bad_steps: int = 20  # abort after this many consecutive non-finite losses
+    sample_every: int = 1_000  # write an overlay strip (frame, box, prediction) every this many its; 0 = never
+    keep_checkpoints: int = 3  # older periodic checkpoints are deleted
+    num_ref_frames: int = 3  # memory frames read per step (XMem)
+    deep_update_prob: float = 0.2  # probability of a deep sensory update on a memory frame (XMem)
 
     def __post_init__(self) -> None:
-        for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps"):
+        for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints", "num_ref_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.sample_every < 0:
+            raise ConfigError(f"train.sample_every must be >= 0, got {self.sample_every}")
+        if not 0.0 <= self.deep_update_prob <= 1.0:
+            raise ConfigError(f"train.deep_update_prob must lie in [0, 1], got {self.deep_update_prob}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")

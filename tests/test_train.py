@@ -1,0 +1,95 @@
+"""The trainer: box-only batches, an exact resume, non-finite steps, the oracle objective, the CLI."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from vos.config import load_config
+from vos.errors import VosError
+from vos.model.weights import load_model
+from vos.train import trainer as trainer_mod
+from vos.train.recurrence import ClipRecurrence
+from vos.train.trainer import train
+
+
+def _config(root, out, *extra):
+    return load_config(
+        None,
+        [
+            f"data.datasets=[{{kind: synthetic, root: '{root}', split: train}}]",
+            "data.size=32", "data.num_frames=3", "data.num_workers=0", "data.max_objects=2",
+            "train.iterations=4", "train.batch_size=2", f"train.out_dir={out}", "train.checkpoint_every=2",
+            "train.log_every=1", "train.sample_every=2", "train.lr=1e-3", "losses.warmup_iters=2",
+            "model.hidden_dim=8", "model.value_dim=32", "model.decoder_dims=[32, 16, 16]", "model.hidden_update_dim=16",
+            *extra,
+        ],
+    )
+
+
+def _weights(path):
+    return {k: v.clone() for k, v in load_model(path).state_dict().items()}
+
+
+def test_box_training_sees_no_masks_and_resumes_exactly(synthetic_root, tmp_path, monkeypatch):
+    seen_keys = []
+    original = trainer_mod.first_frame_masks
+
+    def spy(batch, init, size):
+        seen_keys.append(set(batch))
+        return original(batch, init, size)
+
+    monkeypatch.setattr(trainer_mod, "first_frame_masks", spy)
+    straight = train(_config(synthetic_root, tmp_path / "a"), progress=False)
+    assert seen_keys and all(not ({"masks", "first_mask"} & keys) for keys in seen_keys)
+
+    # stop after 2 iterations, then resume to 4: identical weights to the straight run
+    train(_config(synthetic_root, tmp_path / "b"), progress=False, stop_at=2)
+    with pytest.raises(VosError, match="already holds checkpoints"):
+        train(_config(synthetic_root, tmp_path / "b"), progress=False)
+    resumed = train(_config(synthetic_root, tmp_path / "b"), resume=True, progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4]
+    assert all(r["w_pair"] <= 1.0 and {"proj", "pair", "temp"} <= set(r) for r in log)
+    assert (tmp_path / "a" / "samples" / "iter_0000002.png").is_file()
+    changed = any(not torch.equal(a[k], v) for k, v in load_model("small", config=load_model(straight).config).state_dict().items())
+    assert changed
+
+
+def test_non_finite_losses_are_skipped_then_abort(synthetic_root, tmp_path, monkeypatch):
+    def nan_forward(self, rgb, first, valid):
+        out = ClipRecurrence.__wrapped_forward__(self, rgb, first, valid)
+        out["agg_logits"] = out["agg_logits"] * float("nan")
+        return out
+
+    ClipRecurrence.__wrapped_forward__ = ClipRecurrence.forward
+    monkeypatch.setattr(ClipRecurrence, "forward", nan_forward)
+    try:
+        with pytest.raises(VosError, match="3 consecutive non-finite losses"):
+            train(_config(synthetic_root, tmp_path / "nan", "train.max_bad_steps=3"), progress=False)
+    finally:
+        del ClipRecurrence.__wrapped_forward__
+
+
+def test_oracle_objective_and_config_checks(synthetic_root, tmp_path):
+    cfg = _config(synthetic_root, tmp_path / "o", "train.objective=oracle", "data.supervision=mask", "data.first_frame_init=mask", "train.iterations=2")
+    train(cfg, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert {"ce", "dice"} <= set(log[-1])
+    with pytest.raises(VosError, match="needs masks"):
+        train(_config(synthetic_root, tmp_path / "o2", "train.objective=oracle"), progress=False)
+
+
+def test_train_cli(synthetic_root, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  datasets: [{{kind: synthetic, root: '{synthetic_root}'}}]\n  size: 32\n  num_frames: 3\n  num_workers: 0\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "run"), "--set", "train.iterations=1", "--set", "train.batch_size=1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "final.safetensors").is_file()
+    result = runner.invoke(app, ["train", str(cfg), "--set", "train.bogus=1"])
+    assert result.exit_code == 1 and "unknown key 'train.bogus'" in result.stderr

@@ -1,0 +1,42 @@
+"""Weak (box) and oracle (mask) losses, thesis chapter 3 / SPEC §5, in PyTorch.
+
+The PyTorch functions here are the reference of the Triton kernels (`kernels.losses`, chosen by
+`backend`, see `vos.losses.dispatch`) and the CPU path. Shapes: per-object tensors B×N×T×H×W at the
+loss resolution, Lab B×T×3×H×W, network output B×T×(N+1)×H×W (background first).
+"""
+
+from vos.losses.color import frames_to_lab, rgb_to_lab
+from vos.losses.config import LossConfig
+from vos.losses.modules import OracleLoss, WeakLoss, warmup_scale
+from vos.losses.oracle import bootstrap_p, bootstrapped_ce, dice_loss
+from vos.losses.resample import area_downsample, box_masks, downsample_agg_logits, foreground_logits
+from vos.losses.weak import (
+    consistency,
+    pair_nll,
+    pairwise_loss,
+    projection_loss,
+    temporal_loss,
+    temporal_matches,
+)
+
+__all__ = [
+    "LossConfig",
+    "OracleLoss",
+    "WeakLoss",
+    "area_downsample",
+    "bootstrap_p",
+    "bootstrapped_ce",
+    "box_masks",
+    "consistency",
+    "dice_loss",
+    "downsample_agg_logits",
+    "foreground_logits",
+    "frames_to_lab",
+    "pair_nll",
+    "pairwise_loss",
+    "projection_loss",
+    "rgb_to_lab",
+    "temporal_loss",
+    "temporal_matches",
+    "warmup_scale",
+]

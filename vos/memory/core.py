@@ -1,0 +1,241 @@
+"""Frame-by-frame inference with XMem's memory (SPEC §4).
+
+One :class:`InferenceCore` per video (or :meth:`InferenceCore.reset` between videos)::
+
+    core = InferenceCore(model, MemoryConfig())
+    probs = core.step(image, mask=first_mask)        # (1 + N)×H×W, background first
+    for image in rest:
+        probs = core.step(image)
+    ids = core.object_ids                            # object id of probability channel 1, 2, …
+
+Per frame: key encoder → memory read (each object group over its own long-term + working memory) →
+decoder (updates the sensory memory) → on memory frames, value encoder (deep update of the sensory
+memory on synchronised frames) and a new working-memory frame, with consolidation into long-term
+memory when the working memory is full.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from vos.errors import VosError
+from vos.memory.config import MemoryConfig
+from vos.memory.store import InferenceMemory
+from vos.model.preprocess import normalize, pad_divisible, unpad
+
+
+class InferenceCore:
+    """Segment a video one frame at a time with a trained XMem network.
+
+    Args:
+        model: the network (``vos.model.network.XMem`` or anything with its ``encode_key``,
+            ``encode_value``, ``decode``, ``aggregate`` and ``hidden_dim``); it should be in eval mode.
+            The device and dtype of its parameters are used for every tensor.
+        config: memory settings (XMem's DAVIS defaults when omitted).
+        profile: accumulate per-stage wall times in ``stage_times`` (synchronising CUDA after each
+            stage, which costs a little speed).
+    """
+
+    STAGES = ("encode_key", "read", "decode", "memory_update")
+
+    def __init__(self, model: torch.nn.Module, config: MemoryConfig | None = None, profile: bool = False) -> None:
+        self.model = model
+        self.config = config if config is not None else MemoryConfig()
+        param = next(model.parameters())
+        self.device = param.device
+        self.dtype = param.dtype
+        self.profile = profile
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next ``step`` is the first frame of a new video."""
+        self.memory = InferenceMemory(self.config)
+        self.frame_index = -1
+        self.last_mem_frame = -1
+        # As if a deep update happened deep_update_every frames before the video: the first memory frame gets one.
+        self.last_deep_update_frame = -max(self.config.deep_update_every, 1)
+        self.frame_size: tuple[int, int] | None = None
+        self.stage_times: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
+
+    @property
+    def object_ids(self) -> list[int]:
+        """Object id of each foreground probability channel (channel i + 1 ↔ object_ids[i])."""
+        return list(self.memory.object_ids)
+
+    def memory_stats(self) -> dict[str, int]:
+        """Sizes of the memory now (see ``InferenceMemory.stats``) and the frames processed."""
+        return {"frames": self.frame_index + 1, **self.memory.stats()}
+
+    @torch.inference_mode()
+    def step(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        objects: list[int] | None = None,
+    ) -> torch.Tensor:
+        """Process the next frame.
+
+        Args:
+            image: float 3×H×W RGB in [0, 1] (uint8 is scaled by 1/255). Every frame of a video must
+                have the same size.
+            mask: on frames that introduce (or re-annotate) objects: an index mask H×W of object ids
+                (0 = background / not given), or per-object masks N×H×W where channel i is object
+                id i + 1 (binary or soft).
+            objects: the ids this mask gives (default: every id with a non-empty mask). Tracked objects
+                that the mask does not give keep their prediction, cleared where the mask gives others.
+
+        Returns:
+            float32 probabilities (1 + number of objects so far)×H×W at the input size, background
+            first, then ``object_ids`` order. Before the first mask: all background (1×H×W).
+        """
+        image = self._check_image(image)
+        h, w = image.shape[-2:]
+        given_ids, given_masks = self._parse_mask(mask, objects, (h, w))
+        self.frame_index += 1
+        t = self.frame_index
+        cfg = self.config
+        model = self.model
+        mem = self.memory
+
+        has_memory = mem.engaged
+        if not has_memory and not given_ids:
+            return torch.ones(1, h, w, device=self.device)
+
+        new_ids = [o for o in given_ids if o not in mem.object_ids]
+        # When a mask gives every tracked object there is nothing to predict (as XMem).
+        need_segment = has_memory and not set(mem.object_ids) <= set(given_ids)
+        is_mem_frame = bool(given_ids) or t - self.last_mem_frame >= cfg.mem_every
+        deep_sync = cfg.deep_update_every < 0
+        is_deep_update = is_mem_frame and (deep_sync or t - self.last_deep_update_frame >= cfg.deep_update_every)
+        # With synchronised deep updates the value encoder replaces the sensory memory on memory
+        # frames, so the decoder's own update is skipped there.
+        decoder_updates = not (deep_sync and is_deep_update)
+
+        x, pads = pad_divisible(normalize(image).unsqueeze(0), 16)
+        with self._stage("encode_key"):
+            key, shrinkage, selection, features = model.encode_key(
+                x, need_shrinkage=is_mem_frame, need_selection=True
+            )
+
+        probs_fg = None
+        probs = None
+        if need_segment:
+            with self._stage("read"):
+                readout = mem.read(key, selection)
+            with self._stage("decode"):
+                sensory, _, probs = model.decode(features, mem.sensory, readout, update_sensory=decoder_updates)
+            if decoder_updates:
+                mem.sensory = sensory
+            probs_fg = probs[:, 1:]
+
+        if given_ids:
+            masks, _ = pad_divisible(given_masks.to(self.device, x.dtype).unsqueeze(0), 16)  # 1×G×Hp×Wp
+            probs_fg = self._merge_masks(probs_fg, masks, given_ids, new_ids, key)
+            _, probs = model.aggregate(probs_fg)
+
+        if is_mem_frame:
+            with self._stage("memory_update"):
+                value, sensory = model.encode_value(
+                    x, features[0], mem.sensory, probs[:, 1:], deep_update=is_deep_update
+                )
+                mem.add_memory(key, shrinkage, selection if cfg.enable_long_term else None, value)
+            self.last_mem_frame = t
+            if is_deep_update:
+                mem.sensory = sensory
+                self.last_deep_update_frame = t
+
+        return unpad(probs, pads)[0].float()
+
+    # ------------------------------------------------------------------ helpers
+    def _merge_masks(
+        self,
+        probs_fg: torch.Tensor | None,
+        masks: torch.Tensor,
+        given_ids: list[int],
+        new_ids: list[int],
+        key: torch.Tensor,
+    ) -> torch.Tensor:
+        """Foreground probabilities 1×N×H×W of all objects after a mask: given objects take their mask,
+        the others their prediction with the given region cleared; new objects join the memory."""
+        mem = self.memory
+        old_ids = list(mem.object_ids)
+        given_region = masks.amax(dim=1, keepdim=True)  # soft union of the given masks
+        if probs_fg is None:
+            probs_fg = masks.new_zeros(1, len(old_ids), *masks.shape[-2:])
+        merged = [probs_fg[:, i : i + 1] * (1 - given_region) for i in range(len(old_ids))]
+        for i, obj in enumerate(old_ids):
+            if obj in given_ids:
+                merged[i] = masks[:, given_ids.index(obj)].unsqueeze(1)
+        if new_ids:
+            mem.add_objects(new_ids, self.model.hidden_dim, tuple(key.shape[-2:]), like=key)
+            merged.extend(masks[:, given_ids.index(obj)].unsqueeze(1) for obj in new_ids)
+        return torch.cat(merged, dim=1)
+
+    def _check_image(self, image: torch.Tensor) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise VosError(f"step(image): expected an RGB tensor 3×H×W, got {shape}")
+        if image.dtype == torch.uint8:
+            image = image.float() / 255
+        size = (int(image.shape[1]), int(image.shape[2]))
+        if self.frame_size is None:
+            self.frame_size = size
+        elif size != self.frame_size:
+            raise VosError(
+                f"frame {self.frame_index + 1} is {size[0]}×{size[1]}, the video's frames are "
+                f"{self.frame_size[0]}×{self.frame_size[1]}: every frame must have the same size"
+            )
+        return image.to(self.device, self.dtype)
+
+    def _parse_mask(
+        self, mask: torch.Tensor | None, objects: list[int] | None, size: tuple[int, int]
+    ) -> tuple[list[int], torch.Tensor | None]:
+        """→ (ids given by the mask, sorted ascending; their masks G×H×W float) or ([], None)."""
+        if mask is None:
+            if objects:
+                raise VosError(f"step: objects {list(objects)} given without a mask")
+            return [], None
+        if tuple(mask.shape[-2:]) != size or mask.dim() not in (2, 3):
+            raise VosError(f"step: mask of shape {tuple(mask.shape)} does not fit the {size[0]}×{size[1]} frame")
+        if mask.dim() == 2:
+            if mask.is_floating_point():
+                if not torch.equal(mask, mask.round()):
+                    raise VosError("step: an index mask must hold integer object ids")
+                mask = mask.long()
+            present = [int(i) for i in torch.unique(mask).tolist() if i != 0]
+            channel = {}
+        else:
+            nonempty = (mask.flatten(1) > 0).any(dim=1).tolist()
+            present = [i + 1 for i, ne in enumerate(nonempty) if ne]
+            channel = {i + 1: i for i in range(mask.shape[0])}
+        if objects is None:
+            ids = present
+        else:
+            ids = sorted({int(o) for o in objects})
+            missing = [o for o in ids if o not in present]
+            if missing:
+                raise VosError(f"step: objects {missing} are not in the mask (ids present: {present})")
+        if not ids:
+            raise VosError("step: the mask gives no object (it is all background)")
+        if mask.dim() == 2:
+            masks = torch.stack([mask == obj for obj in ids]).float()
+        else:
+            masks = torch.stack([mask[channel[obj]] for obj in ids]).float().clamp(0, 1)
+        return ids, masks
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if not self.profile:
+            yield
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stage_times[name] += time.perf_counter() - start

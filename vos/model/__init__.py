@@ -1,0 +1,22 @@
+"""The XMem network (SPEC §2): modules, presets, preprocessing and weights I/O."""
+
+from vos.model.aggregate import aggregate
+from vos.model.config import PRESETS, ModelConfig
+from vos.model.network import XMem
+from vos.model.preprocess import normalize, pad_divisible, unpad
+from vos.model.weights import convert_checkpoint, infer_config, load_model, load_weights, save_weights
+
+__all__ = [
+    "PRESETS",
+    "ModelConfig",
+    "XMem",
+    "aggregate",
+    "convert_checkpoint",
+    "infer_config",
+    "load_model",
+    "load_weights",
+    "normalize",
+    "pad_divisible",
+    "save_weights",
+    "unpad",
+]

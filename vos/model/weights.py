@@ -1,0 +1,263 @@
+"""Weights I/O: presets, official XMem ``.pth`` files, and our ``.safetensors`` + JSON config.
+
+* ``load_model("small" | "xmem" | path, device, config)`` builds an :class:`XMem` in eval mode.
+* Official checkpoints (``XMem.pth``, ``XMem-s012.pth``, stage-0 ``XMem-s0.pth``) are read with
+  ``torch.load(weights_only=True)``; the architecture is inferred from the tensor shapes; a 4-channel
+  value-encoder conv1 (single-object stage-0) gets a zero 5th channel (the "other objects" mask).
+* Our checkpoints: ``name.safetensors`` with the :class:`ModelConfig` in ``name.json`` beside it (and a
+  copy in the safetensors metadata, used when the JSON is missing).
+* A checkpoint that does not fit raises :class:`CheckpointError` naming the missing, unexpected and
+  mis-shaped keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vos.errors import CheckpointError, ConfigError
+from vos.model.config import PRESETS, ModelConfig
+from vos.model.network import XMem
+
+_CONFIG_METADATA_KEY = "vos_model_config"
+_WRAPPER_KEYS = ("network", "model", "state_dict")
+_STRIP_PREFIXES = ("module.", "_orig_mod.")
+_SHOW = 5  # keys named per category in a mismatch message
+
+
+def load_model(source: str | Path, device: str | torch.device = "cpu", config: ModelConfig | None = None) -> XMem:
+    """Build an XMem network in eval mode on ``device``.
+
+    ``source``: a preset name (``"xmem"``, ``"small"``: random init, or ImageNet trunks when
+    ``config.pretrained``), an official ``.pth``/``.pt``, or our ``.safetensors``.
+    ``config``: for a preset, the configuration to build (its preset must match the name); for a
+    checkpoint, the architecture the file must fit (``None``: taken from the file — the sibling JSON,
+    else the shapes).
+    """
+    text = str(source)
+    if text in PRESETS and not Path(text).exists():
+        if config is None:
+            config = ModelConfig(preset=text)
+        elif config.preset != text:
+            raise ConfigError(f"load_model('{text}'): the given config is for preset '{config.preset}'")
+        return XMem(config).to(device).eval()
+
+    path = Path(source)
+    state, stored = read_checkpoint(path)
+    if config is None:
+        config = stored if stored is not None else infer_config(state, path)
+    model = XMem(dataclasses.replace(config, pretrained=False))
+    load_state(model, state, path)
+    return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the checkpoint at ``path`` into an existing ``model`` (strict, 4→5 channel surgery)."""
+    state, _ = read_checkpoint(Path(path))
+    load_state(model, state, Path(path))
+
+
+def save_weights(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model``'s weights to ``path`` (``.safetensors``) and its config to the sibling ``.json``.
+
+    Both files are written to temporaries and renamed into place, so a crash never leaves a partial
+    file under the final name. Returns the weights path.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: weights are saved as .safetensors")
+    from safetensors.torch import save_file
+
+    model = _unwrap(model)
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError("save_weights needs an XMem model (with a ModelConfig in .config)")
+    config_text = json.dumps(_config_dict(config), indent=2)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    json_path = path.with_suffix(".json")
+    tmp_weights = path.with_name(f".{path.name}.tmp")
+    tmp_json = json_path.with_name(f".{json_path.name}.tmp")
+    try:
+        save_file(tensors, str(tmp_weights), metadata={"format": "pt", _CONFIG_METADATA_KEY: config_text})
+        tmp_json.write_text(config_text + "\n")
+        os.replace(tmp_json, json_path)
+        os.replace(tmp_weights, path)
+    finally:
+        for tmp in (tmp_weights, tmp_json):
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Convert an official XMem ``.pth`` (or any loadable checkpoint) to our ``.safetensors`` + JSON."""
+    model = load_model(src)
+    return save_weights(model, dst)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
+    """The state dict in ``path`` (wrappers and DDP/compile prefixes removed) and its stored config, if any."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    suffix = path.suffix.lower()
+    if suffix in (".pth", ".pt"):
+        return _read_pth(path), None
+    if suffix == ".safetensors":
+        return _read_safetensors(path)
+    raise CheckpointError(f"{path}: unknown checkpoint format '{suffix}' (expected .pth, .pt or .safetensors)")
+
+
+def infer_config(state: dict[str, torch.Tensor], source: str | Path = "<state dict>") -> ModelConfig:
+    """The architecture of an XMem state dict, read from its tensor shapes."""
+
+    def dim(key: str, axis: int = 0) -> int:
+        if key not in state:
+            raise CheckpointError(f"{source}: not a supported XMem checkpoint (no '{key}')")
+        return int(state[key].shape[axis])
+
+    if "key_encoder.res2.0.conv3.weight" in state:
+        key_encoder = "resnet50"
+    else:
+        dim("key_encoder.res2.0.conv1.weight")  # present in both layouts; raises when absent
+        key_encoder = "resnet18"
+    arch = {
+        "key_encoder": key_encoder,
+        "key_dim": dim("key_proj.key_proj.weight"),
+        "value_dim": dim("value_encoder.fuser.block2.conv2.weight"),
+        "hidden_dim": dim("decoder.hidden_update.transform.weight") // 3,
+        "decoder_dims": (
+            dim("decoder.fuser.block2.conv2.weight"),
+            dim("decoder.up_16_8.out_conv.conv2.weight"),
+            dim("decoder.up_8_4.out_conv.conv2.weight"),
+        ),
+        "hidden_update_dim": dim("decoder.hidden_update.g16_conv.weight"),
+    }
+    preset = next((name for name, dims in PRESETS.items() if dims == arch), None)
+    if preset is None:
+        preset = "xmem" if key_encoder == "resnet50" else "small"
+    try:
+        return ModelConfig(preset=preset, **arch)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: implausible dimensions ({exc})") from None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path = "<state dict>") -> None:
+    """Strictly load ``state`` into ``model``; CheckpointError names the keys that do not fit.
+
+    A single-object value-encoder conv1 (4 input channels) gets a zero-weight 5th channel, so the
+    "other objects" mask starts without effect.
+    """
+    model = _unwrap(model)
+    expected = model.state_dict()
+    state = dict(state)
+    key = "value_encoder.conv1.weight"
+    if key in state and key in expected and state[key].shape[1] == 4 and expected[key].shape[1] == 5:
+        w = state[key]
+        state[key] = torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], 1)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        for name, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = f", … {len(items) - _SHOW} more" if len(items) > _SHOW else ""
+                parts.append(f"{len(items)} {name} ({', '.join(items[:_SHOW])}{more})")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, disallowed pickle globals
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({reason[:200]})") from None
+    if isinstance(obj, dict):
+        for wrapper in _WRAPPER_KEYS:
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path}: not a state dict (found {type(obj).__name__})")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a state dict (entry '{bad[0]}' is not a tensor)")
+    return _strip_prefixes(obj)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig | None]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read as safetensors ({reason[:200]})") from None
+    json_path = path.with_suffix(".json")
+    if json_path.is_file():
+        config = _config_from_json(json_path.read_text(), json_path)
+    elif _CONFIG_METADATA_KEY in metadata:
+        config = _config_from_json(metadata[_CONFIG_METADATA_KEY], f"{path} (metadata)")
+    else:
+        config = None
+    return _strip_prefixes(state), config
+
+
+def _config_from_json(text: str, source: str | Path) -> ModelConfig:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{source}: not valid JSON (line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: the model config must be a JSON object")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown model config key '{unknown[0]}'")
+    if isinstance(data.get("decoder_dims"), list):
+        data["decoder_dims"] = tuple(data["decoder_dims"])
+    data["pretrained"] = False  # the weights come from the file
+    try:
+        return ModelConfig(**data)
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+
+
+def _config_dict(config: ModelConfig) -> dict:
+    data = dataclasses.asdict(config)
+    data["decoder_dims"] = list(data["decoder_dims"])
+    return data
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _STRIP_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The XMem inside a torch.compile / DDP wrapper."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner

@@ -1,0 +1,224 @@
+"""The trainer: weak (box) or oracle (mask) supervision of XMem's training recurrence (SPEC §6).
+
+One call, :func:`train`, runs a config to completion or resumes it. It works single-process (CPU or
+one GPU) and under ``torchrun`` (DDP; NCCL on GPU, gloo on CPU): rank 0 writes logs and checkpoints,
+every rank draws its own clips (see ``vos.data.clips``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from vos.config import Config, save_config
+from vos.data.clips import ClipDataset, DrawSampler, collate
+from vos.errors import VosError
+from vos.losses import OracleLoss, WeakLoss
+from vos.losses.resample import box_masks
+from vos.model.network import XMem
+from vos.model.weights import load_model, save_weights
+from vos.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vos.train.recurrence import ClipRecurrence
+from vos.train.samples import write_sample_strip
+
+
+def first_frame_masks(batch: dict, init: str, size: tuple[int, int]) -> torch.Tensor:
+    """B×N×H×W initial masks of frame 0: the filled box (thesis) or the exact mask when there is one."""
+    if init == "mask":
+        if "first_mask" in batch:
+            return batch["first_mask"]
+        return batch["masks"][:, 0]
+    return box_masks(batch["boxes"][:, 0], batch["box_valid"][:, 0], size)
+
+
+def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """B×T×N×H×W binary masks → B×T×H×W ids (0 background, i+1 object i; later objects win overlaps)."""
+    ids = torch.arange(1, masks.shape[2] + 1, device=masks.device).view(1, 1, -1, 1, 1)
+    return (masks.bool() * ids).amax(dim=2)
+
+
+class _Distributed:
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+    @property
+    def device(self) -> torch.device:
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def build_model(config: Config) -> XMem:
+    if config.train.init_weights:
+        return load_model(config.train.init_weights)
+    return XMem(config.model)
+
+
+def train(
+    config: Config,
+    resume: bool = False,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+    stop_at: int | None = None,
+) -> Path:
+    """Train ``config``; returns the final weights path (``OUT/final.safetensors``).
+
+    ``resume``: continue exactly from ``OUT/checkpoints/latest.json``. Without it, an output folder
+    that already holds checkpoints is refused, so finished work is never overwritten.
+    ``stop_at``: stop after this iteration with a checkpoint (a time-boxed slice of the same run;
+    ``--resume`` continues it as if it had never stopped). Returns that checkpoint's weights.
+    """
+    tcfg = config.train
+    out_dir = Path(tcfg.out_dir)
+    env = _Distributed()
+    device = env.device
+    if env.main:
+        if not resume and latest_checkpoint(out_dir) is not None:
+            raise VosError(f"{out_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+    torch.manual_seed(tcfg.seed + env.rank)
+
+    model = build_model(config).to(device)
+    model.train()
+    recurrence = ClipRecurrence(model, tcfg.num_ref_frames, tcfg.deep_update_prob, backend=config.memory.backend)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg.lr_steps), gamma=tcfg.lr_gamma)
+    start = 0
+    if resume:
+        start = load_checkpoint(out_dir, model, optimizer, scheduler)
+    runner: torch.nn.Module = recurrence
+    if env.enabled:
+        # not every parameter is used every step (deep update is random), hence find_unused_parameters
+        runner = torch.nn.parallel.DistributedDataParallel(
+            recurrence, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    if tcfg.compile:
+        runner = torch.compile(runner)
+    weak = tcfg.objective == "weak"
+    criterion = WeakLoss(config.losses) if weak else OracleLoss(config.losses)
+    if not weak and config.data.supervision != "mask":
+        raise VosError("train.objective 'oracle' needs masks: set data.supervision to 'mask'")
+
+    dataset = ClipDataset(config.data, seed=tcfg.seed, total_draws=tcfg.iterations * tcfg.batch_size * env.world)
+    end = tcfg.iterations if stop_at is None else min(stop_at, tcfg.iterations)
+    sampler = DrawSampler(start, end, tcfg.batch_size, env.rank, env.world)
+    loader = DataLoader(
+        dataset, batch_size=tcfg.batch_size, sampler=sampler, collate_fn=collate,
+        num_workers=config.data.num_workers, persistent_workers=config.data.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        # its own generator: creating the iterator must not draw from the global RNG, or a resumed
+        # run's recurrence randomness (reference frames, deep updates) would shift by one draw
+        generator=torch.Generator().manual_seed(tcfg.seed),
+    )
+    use_amp = tcfg.amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    size = (config.data.size, config.data.size)
+    log_path = out_dir / "metrics.jsonl"
+    bad_steps, skipped = 0, 0
+    last_weights = out_dir
+    iteration = start
+    t_last = time.perf_counter()
+    bar = _progress_bar(progress and env.main, start, tcfg.iterations)
+    with bar as advance:
+        for batch in loader:
+            iteration += 1
+            batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            rgb, object_valid = batch["rgb"], batch["object_valid"]
+            first = first_frame_masks(batch, config.data.first_frame_init, size)
+            with autocast():
+                out = runner(rgb, first, object_valid)
+            agg_logits = out["agg_logits"].float()
+            if weak:
+                loss, parts = criterion(
+                    agg_logits, rgb[:, 1:], batch["boxes"][:, 1:].transpose(1, 2),
+                    batch["box_valid"][:, 1:].transpose(1, 2), iteration=iteration, obj_valid=object_valid,
+                )
+            else:
+                labels = labels_from_masks(batch["masks"][:, 1:])
+                loss, parts = criterion(agg_logits, labels, iteration=iteration, obj_valid=object_valid)
+            optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                bad_steps += 1
+                skipped += 1
+                if bad_steps >= tcfg.max_bad_steps:
+                    raise VosError(
+                        f"training diverged: {bad_steps} consecutive non-finite losses at iteration {iteration} "
+                        f"(lower train.lr or check the data)"
+                    )
+                with warnings.catch_warnings():  # the schedule follows iterations, stepped or skipped
+                    warnings.simplefilter("ignore", UserWarning)
+                    scheduler.step()
+                advance()
+                continue
+            bad_steps = 0
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            advance()
+            if env.main and (iteration % tcfg.log_every == 0 or iteration == tcfg.iterations):
+                now = time.perf_counter()
+                record = {"iteration": iteration, "lr": scheduler.get_last_lr()[0], "skipped": skipped,
+                          "sec_per_it": (now - t_last) / max(1, min(tcfg.log_every, iteration - start))}
+                record.update({k: float(v) for k, v in parts.items()})
+                t_last = now
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                if on_log is not None:
+                    on_log(record)
+            if env.main and tcfg.sample_every and iteration % tcfg.sample_every == 0:
+                write_sample_strip(out_dir / "samples" / f"iter_{iteration:07d}.png", batch, out["probs"].detach())
+            if env.main and (iteration % tcfg.checkpoint_every == 0 or iteration == end):
+                last_weights = save_checkpoint(out_dir, iteration, model, optimizer, scheduler, tcfg.keep_checkpoints)
+    if end < tcfg.iterations:
+        if env.enabled:
+            dist.barrier()
+        return last_weights if env.main else out_dir
+    final = out_dir / "final.safetensors"
+    if env.main:
+        save_weights(model, final)
+    if env.enabled:
+        dist.barrier()
+    return final
+
+
+class _progress_bar:
+    """Rich progress over iterations (or a no-op); used as ``with bar as advance: advance()``."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.enabled, self.start, self.total = enabled, start, total
+        self._progress = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._progress.__enter__()
+        task = self._progress.add_task("train", total=self.total, completed=self.start)
+        return lambda: self._progress.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
