@@ -198,6 +198,28 @@ def train_cmd(
     console.print(f"final weights: {final}")
 
 
+@app.command("score")
+def score_cmd(
+    pred: Path = typer.Argument(..., help="Predictions: <seq>/<frame>.png index or palette PNGs."),
+    gt: Path = typer.Argument(..., help="Ground truth in the same layout (e.g. DAVIS Annotations/480p)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write scores.json, scores_objects.csv, scores.md here."),
+    workers: Optional[int] = typer.Option(None, help="Sequences scored in parallel (default: one per core)."),
+    protocol: str = typer.Option("auto", help="auto | davis (first and last frame excluded) | youtube (sparse GT)."),
+    binary: bool = typer.Option(False, help="Merge all object ids into one (DAVIS 2016's 0/255 masks)."),
+) -> None:
+    """Score prediction folders with the DAVIS protocol (J, F, J&F; per object Mean / Recall / Decay)."""
+    from vos.eval.report import markdown_table, write_reports
+    from vos.eval.score import score_folders
+
+    with user_errors():
+        if protocol not in ("auto", "davis", "youtube"):
+            raise VosError(f"--protocol {protocol!r}: expected auto, davis or youtube")
+        report = score_folders(pred, gt, workers=workers, protocol=protocol, binary=binary)
+        if out is not None:
+            write_reports(report, out)
+    console.print(markdown_table(report))
+
+
 @app.command("convert")
 def convert(
     src: Path = typer.Argument(..., help="Official XMem checkpoint (.pth) or any checkpoint load_model reads."),

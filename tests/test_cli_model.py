@@ -71,3 +71,14 @@ def test_convert_pth_to_safetensors(tmp_path):
         assert torch.equal(value, again.state_dict()[key]), key
     _error(runner.invoke(app, ["convert", str(tmp_path / "model.pth"), str(tmp_path / "x.bin")]), ".safetensors")
     _error(runner.invoke(app, ["convert", str(tmp_path / "missing.pth"), str(tmp_path / "x.safetensors")]), "not found")
+
+
+def test_score_cli_writes_reports(synthetic_root, tmp_path):
+    gt = synthetic_root / "Annotations/480p"
+    # the ground truth scored against itself is perfect
+    result = runner.invoke(app, ["score", str(gt), str(gt), "--out", str(tmp_path / "s"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "100.0" in result.output
+    assert {p.name for p in (tmp_path / "s").iterdir()} == {"scores.json", "scores_objects.csv", "scores.md"}
+    _error(runner.invoke(app, ["score", str(tmp_path / "none"), str(gt)]), "")
+    _error(runner.invoke(app, ["score", str(gt), str(gt), "--protocol", "x"]), "--protocol")
