@@ -76,7 +76,7 @@ class WeakLoss(nn.Module):
         """
         cfg = self.config
         w_proj, w_pair, w_temp = self.weights(iteration)
-        zero = logits.sum() * 0.0
+        zero = logits.sum() * 0.0 + 0.0  # stays on the graph; + 0.0 avoids printing −0.0
         proj = pair = temp = zero
         if cfg.w_proj > 0:
             proj = projection_loss(
