@@ -139,6 +139,22 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _memory_config(items: list[str]):
+    """MemoryConfig from ``key=value`` overrides (``memory.`` prefix optional)."""
+    import yaml
+
+    from vos.config import from_dict
+    from vos.memory.config import MemoryConfig
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise VosError(f"--set {item}: expected key=value")
+        overrides[key.strip().removeprefix("memory.")] = yaml.safe_load(value)
+    return from_dict(MemoryConfig, overrides, source="--set", prefix="memory.")
+
+
 @app.command("segment")
 def segment(
     input: Path = typer.Argument(..., help="A folder of frames or a video file (mp4 needs the video extra)."),
@@ -152,25 +168,15 @@ def segment(
     set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
 ) -> None:
     """Segment a video from a first-frame mask or boxes; writes one palette PNG per frame."""
-    from vos.config import from_dict
-    from vos.memory.config import MemoryConfig
     from vos.memory.segment import segment_video
     from vos.model.weights import load_model
-
-    import yaml
 
     with user_errors():
         if (mask is None) == (not box):
             raise VosError("give exactly one initialisation: --mask PNG or one or more --box x0,y0,x1,y1")
         if size != -1 and size < 16:
             raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
-        overrides = {}
-        for item in set_:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise VosError(f"--set {item}: expected key=value")
-            overrides[key.removeprefix("memory.")] = yaml.safe_load(value)
-        memory = from_dict(MemoryConfig, overrides, source="--set", prefix="memory.")
+        memory = _memory_config(set_)
         boxes = [_parse_box(b) for b in box] or None
         model = load_model(weights, device=_device(device))
         stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay)
@@ -196,6 +202,42 @@ def train_cmd(
         cfg = load_config(config, overrides)
         final = train(cfg, resume=resume)
     console.print(f"final weights: {final}")
+
+
+@app.command("eval")
+def eval_cmd(
+    weights: str = typer.Option(..., "--weights", help="Checkpoint (.safetensors or official .pth)."),
+    dataset: str = typer.Option("synthetic", help="d16 | d17 | d17-test | y18 | y19 | lv1 | lv3 | generic | synthetic"),
+    root: Path = typer.Option(Path("data/synthetic"), help="Dataset root."),
+    init: str = typer.Option("mask", help="mask: first-frame masks; box: their tight boxes as filled rectangles."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/eval/<dataset>-<init>)."),
+    size: int = typer.Option(480, help="Shorter side the model sees; -1 keeps the native resolution."),
+    shard: str = typer.Option("0/1", help="i/n: evaluate every n-th sequence from i (parallel processes share --out)."),
+    overlay: bool = typer.Option(False, help="Also write inspection overlays."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    workers: Optional[int] = typer.Option(None, help="Scoring threads."),
+    set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+) -> None:
+    """Evaluate on a dataset: palette PNGs, J&F reports (JSON/CSV/markdown), FPS; resumes where it stopped."""
+    from vos.eval.report import markdown_table
+    from vos.eval.runner import evaluate, parse_shard
+    from vos.eval.sources import DATASETS
+
+    with user_errors():
+        if dataset not in DATASETS:
+            raise VosError(f"--dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
+        if init not in ("mask", "box"):
+            raise VosError(f"--init {init!r}: expected mask or box")
+        if size != -1 and size < 16:
+            raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
+        out_dir = out if out is not None else Path("runs/eval") / f"{dataset}-{init}"
+        report = evaluate(
+            dataset, root, weights, out_dir, init=init, size=size, memory=_memory_config(set_),
+            shard=parse_shard(shard), overlay=overlay, device=_device(device), workers=workers,
+        )
+    if report.get("global"):
+        console.print(markdown_table(report))
+    console.print(f"results in {out_dir}")
 
 
 @app.command("score")

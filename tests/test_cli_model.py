@@ -82,3 +82,16 @@ def test_score_cli_writes_reports(synthetic_root, tmp_path):
     assert {p.name for p in (tmp_path / "s").iterdir()} == {"scores.json", "scores_objects.csv", "scores.md"}
     _error(runner.invoke(app, ["score", str(tmp_path / "none"), str(gt)]), "")
     _error(runner.invoke(app, ["score", str(gt), str(gt), "--protocol", "x"]), "--protocol")
+
+
+def test_eval_cli_mask_and_box(synthetic_root, tmp_path):
+    weights = _weights(tmp_path)
+    for init in ("mask", "box"):
+        out = tmp_path / f"ev-{init}"
+        result = runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--init", init,
+                                     "--out", str(out), "--size", "-1", "--device", "cpu", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert (out / "scores.json").is_file() and "J&F" in result.output
+    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--init", "boxes"]), "--init")
+    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(tmp_path / "nowhere")]), "")
+    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--shard", "3/2"]), "shard")

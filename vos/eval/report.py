@@ -59,18 +59,21 @@ def to_json(report: Mapping, per_frame: bool = True) -> str:
 
 
 def object_csv(report: Mapping) -> str:
-    """One CSV row per object (columns :data:`CSV_COLUMNS`)."""
+    """One CSV row per object (columns :data:`CSV_COLUMNS`, then ``init_IoU`` when the evaluation loop
+    recorded the IoU of each object's initial mask)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for obj in report.get("objects", []):
-        writer.writerow([_csv_cell(obj.get(col)) for col in CSV_COLUMNS])
+    objects = report.get("objects", [])
+    columns = CSV_COLUMNS + (("init_IoU",) if any("init_IoU" in obj for obj in objects) else ())
+    writer.writerow(columns)
+    for obj in objects:
+        writer.writerow([_csv_cell(obj.get(col)) for col in columns])
     return buf.getvalue()
 
 
 def markdown_table(report: Mapping) -> str:
-    """A markdown summary: global scores (with FPS / peak memory / YouTube G when present) and one row
-    per sequence."""
+    """A markdown summary: global scores (with FPS / peak memory / YouTube G / box-init frame-0 IoU
+    when present) and one row per sequence."""
     glob = report.get("global", {})
     lines = ["| " + " | ".join(_GLOBAL_COLUMNS) + " | objects |", "|" + "---:|" * (len(_GLOBAL_COLUMNS) + 1)]
     lines.append("| " + " | ".join(_pct(glob.get(c)) for c in _GLOBAL_COLUMNS) + f" | {glob.get('num_objects_scored', '')} |")
@@ -80,6 +83,9 @@ def markdown_table(report: Mapping) -> str:
         parts = [f"G {_pct(youtube.get('G'))}"]
         parts += [f"{k} {_pct(youtube.get(k))}" for k in ("J_seen", "F_seen", "J_unseen", "F_unseen")]
         extra.append("YouTube-VOS: " + ", ".join(parts))
+    init = report.get("init") or {}
+    if init.get("mode") == "box":
+        extra.append(f"Box init frame-0 IoU: {_pct(init.get('frame0_IoU'))}")
     runtime = report.get("runtime") or {}
     if runtime.get("fps") is not None:
         extra.append(f"FPS: {runtime['fps']:.2f}")

@@ -1,0 +1,618 @@
+"""The evaluation loop (``vos eval``): segment a benchmark, write the predictions, score them (SPEC §7).
+
+For each sequence of the dataset (or of one shard of it) the frames are resized so that the shorter
+side is ``size`` (``-1``: native), run through one :class:`~vos.memory.core.InferenceCore` with the
+memory settings given (XMem's defaults otherwise), and the probabilities are resized back to the
+ground-truth resolution. Each object is given to the model on its first-appearance frame — as its
+mask (``init="mask"``) or as the filled tight box of that mask (``init="box"``, the same model);
+the masks of objects already tracked are never given again.
+
+Output folder::
+
+    OUT/predictions/<sequence>/<frame>.png   palette PNGs, named like the input frames
+    OUT/done/<sequence>.json                 written after the last PNG: the sequence is complete
+    OUT/overlays/<sequence>/<frame>.jpg      with overlay=True
+    OUT/scores.json, scores_objects.csv, scores.md    (a shard: scores_shard<i>of<n>.*)
+    OUT/submission.zip                       YouTube-VOS and DAVIS test-dev, once every sequence is done
+    OUT/eval_settings.json                   what produced the predictions (resume refuses a mismatch)
+
+Resume: a sequence with its ``done`` marker (and all its PNGs) is skipped; any other sequence is
+redone from its first frame, its partial PNGs removed first. Shards (``shard=(i, n)``) take every
+n-th sequence from the i-th, so n processes (one per GPU) can share one output folder; the run that
+finds every sequence done also writes the whole dataset's report (and zip).
+
+FPS is timed around the model step and the resize back (XMem's convention; reading, resizing the
+input and writing files excluded), with CUDA events on a GPU. Peak memory is the CUDA allocator's
+peak on a GPU, the process's peak resident set size on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import zipfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vos.data.io import DAVIS_PALETTE, read_image, read_mask, write_image, write_mask
+from vos.errors import DataError, VosError
+from vos.eval.report import atomic_write_text, set_runtime, write_reports
+from vos.eval.score import score_folders
+from vos.eval.sources import DATASETS, EvalPlan, SequenceJob, build_plan, shard_jobs
+from vos.memory.config import MemoryConfig
+from vos.memory.core import InferenceCore
+from vos.memory.segment import _blend, _process_size, _resize_image
+
+PREDICTIONS = "predictions"
+DONE = "done"
+OVERLAYS = "overlays"
+GROUND_TRUTH = "ground_truth"  # LV ×3: the ground truth copied onto the ×3 timeline
+SETTINGS = "eval_settings.json"
+SUBMISSION = "submission.zip"
+
+_PREFETCH = 3  # frames read ahead by a background thread
+# Memory settings that change the predictions (backend and read mode compute the same read).
+_MEMORY_KEYS = ("top_k", "mem_every", "deep_update_every", "enable_long_term", "max_mid_term_frames",
+                "min_mid_term_frames", "num_prototypes", "max_long_term_elements")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` → (i, n) with 0 ≤ i < n (``vos eval --shard 1/4``: the second of four shards)."""
+    parts = str(text).strip().split("/")
+    try:
+        i, n = (int(p) for p in parts)
+        if len(parts) != 2:
+            raise ValueError
+    except ValueError:
+        raise VosError(f"--shard must be i/n (e.g. 0/4), got {text!r}") from None
+    return _check_shard((i, n))
+
+
+def evaluate(
+    dataset: str,
+    root: str | os.PathLike,
+    weights_or_model: str | os.PathLike | torch.nn.Module,
+    out_dir: str | os.PathLike,
+    init: str = "mask",
+    size: int = 480,
+    memory: MemoryConfig | None = None,
+    shard: tuple[int, int] = (0, 1),
+    overlay: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict:
+    """Evaluate a model on a dataset; write predictions, reports (and the submission zip); return the report.
+
+    Args:
+        dataset: one of ``d16 d17 d17-test y18 y19 lv1 lv3 generic synthetic`` (layouts:
+            :mod:`vos.eval.sources`).
+        root: the dataset root.
+        weights_or_model: a checkpoint path or preset name (loaded with ``load_model``), or a network
+            (put in eval mode; moved to ``device`` when one is given).
+        out_dir: output folder (see the module docstring); an existing one is resumed.
+        init: ``mask`` (first-appearance masks) or ``box`` (their filled tight boxes).
+        size: shorter side of the processed frames; -1 = native resolution.
+        memory: inference-memory settings (XMem's defaults when None).
+        shard: (i, n) — process every n-th sequence from the i-th.
+        overlay: also write inspection overlays (predictions tinted with the palette colours; boxes
+            drawn on the box-init frames).
+        device: where to run (default: the model's device for a network, else CUDA when available).
+        progress: rich progress bars (sequences, frames, running FPS).
+        workers: scoring threads (default: one per CPU core).
+
+    Returns:
+        The report (as written to ``scores.json``): ``global``, ``sequences`` (with runtime per
+        sequence), ``objects`` (with ``init_IoU``: IoU of the mask given on the object's
+        first-appearance frame with its ground truth — the frame-0 IoU of box init), ``init``
+        (mode, mean frame-0 IoU), ``runtime`` (fps, peak memory, frames, seconds, device) and ``eval``
+        (settings, which sequences this call ran or skipped, whether the dataset is complete). For
+        an incomplete sharded run, the report covers this shard's sequences.
+    """
+    if init not in ("mask", "box"):
+        raise VosError(f"--init must be 'mask' or 'box', got {init!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or (size != -1 and size < 16):
+        raise VosError(f"--size must be -1 (native resolution) or at least 16, got {size!r}")
+    if dataset not in DATASETS:
+        raise VosError(f"unknown dataset {dataset!r} (expected one of {', '.join(DATASETS)})")
+    shard = _check_shard(tuple(shard))
+    memory = memory if memory is not None else MemoryConfig()
+    plan = build_plan(dataset, root)
+    out = Path(out_dir)
+    model, weights_id = _prepare_model(weights_or_model, device)
+    settings = {
+        "dataset": dataset,
+        "init": init,
+        "size": size,
+        "memory": {k: getattr(memory, k) for k in _MEMORY_KEYS},
+        "weights": weights_id,
+    }
+    _check_settings(out, settings)
+
+    jobs = shard_jobs(plan.jobs, shard)
+    core = InferenceCore(model, memory)
+    ran: list[str] = []
+    skipped: list[str] = []
+    label = dataset if shard[1] == 1 else f"{dataset} {shard[0]}/{shard[1]}"
+    with _Progress(progress, label, len(jobs)) as ui, torch.inference_mode():
+        for job in jobs:
+            if _load_marker(out, job) is not None:
+                skipped.append(job.name)
+                ui.skip(job.name)
+                continue
+            _clear_sequence(out, job.name)
+            core.reset()
+            stats = _run_sequence(job, core, out, init=init, size=size, binary=plan.binary, overlay=overlay, ui=ui)
+            atomic_write_text(out / DONE / f"{job.name}.json", json.dumps(stats, indent=1) + "\n")
+            ran.append(job.name)
+
+    markers = {job.name: _load_marker(out, job) for job in plan.jobs}
+    complete = all(m is not None for m in markers.values())
+    info = {**settings, "root": str(plan.root), "shard": list(shard), "ran": ran, "skipped": skipped,
+            "complete": complete, "device": str(core.device)}
+    report = _build_report(plan, jobs, markers, out, init, info, workers, progress)
+    write_reports(report, out, "scores" if shard[1] == 1 else f"scores_shard{shard[0]}of{shard[1]}")
+    if complete and shard[1] > 1:
+        report = _build_report(plan, plan.jobs, markers, out, init, info, workers, progress)
+        write_reports(report, out, "scores")
+    if complete and plan.submission is not None:
+        _write_submission(out / SUBMISSION, out / PREDICTIONS, plan.names, plan.submission)
+    return report
+
+
+def evaluate_config(config, weights_or_model, memory: MemoryConfig | None = None, **kwargs: Any) -> dict:
+    """:func:`evaluate` from an :class:`~vos.eval.config.EvalConfig` (dataset, root, init, size,
+    out_dir, overlay); other arguments as :func:`evaluate`."""
+    return evaluate(
+        config.dataset, config.root, weights_or_model, config.out_dir,
+        init=config.init, size=config.size, memory=memory, overlay=config.overlay, **kwargs,
+    )
+
+
+# ------------------------------------------------------------------------------ one sequence
+def _run_sequence(
+    job: SequenceJob, core: InferenceCore, out: Path, *, init: str, size: int, binary: bool, overlay: bool, ui: _Progress
+) -> dict:
+    """Segment one video and write its PNGs; returns the statistics stored in its done marker."""
+    device = core.device
+    pred_dir = out / PREDICTIONS / job.name
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    overlay_dir = out / OVERLAYS / job.name
+    first_ann = min(job.annotations)
+    gt_size = tuple(read_mask(job.annotations[first_ann]).shape)
+    background = torch.zeros(gt_size, dtype=torch.uint8)
+    timer = _Timer(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    frame_size = process_size = None
+    seen: set[int] = set()
+    init_records: list[dict] = []
+    seconds = 0.0
+    processed = saved = 0
+    ui.start_sequence(job.name, job.num_frames)
+    for t, frame, mask in _read_frames(job):
+        if frame_size is None:
+            frame_size = (int(frame.shape[1]), int(frame.shape[2]))
+            process_size = _process_size(frame_size, size)
+        elif tuple(frame.shape[1:]) != frame_size:
+            raise DataError(
+                f"{job.frames[t]}: frame is {frame.shape[2]}×{frame.shape[1]}, the first frame of "
+                f"'{job.name}' is {frame_size[1]}×{frame_size[0]}"
+            )
+        given, new_ids, new_boxes = None, [], {}
+        if mask is not None:
+            if tuple(mask.shape) != gt_size:
+                raise DataError(
+                    f"{job.annotations[t]}: mask is {mask.shape[1]}×{mask.shape[0]}, the first annotation "
+                    f"of '{job.name}' is {gt_size[1]}×{gt_size[0]}"
+                )
+            if binary:
+                mask = (mask != 0).to(torch.uint8)
+            new_ids = [i for i in _object_ids(mask) if i not in seen]
+            if new_ids:
+                masks, new_boxes = _initial_masks(mask, new_ids, init)
+                for k, obj in enumerate(new_ids):
+                    init_records.append({"object": obj, "frame": job.names[t], "IoU": _iou(masks[k], mask == obj),
+                                         "box": list(new_boxes[obj]) if obj in new_boxes else None})
+                given = _object_channels(masks, new_ids, process_size, device)
+                seen.update(new_ids)
+        if not seen:  # before the first annotation there is nothing to segment (XMem skips these frames)
+            ids = background
+        else:
+            image = _resize_image(frame.to(device, non_blocking=True), process_size)
+            timer.start()
+            probs = core.step(image, mask=given, objects=new_ids or None)
+            if process_size != gt_size:
+                probs = F.interpolate(probs.unsqueeze(0), size=gt_size, mode="bilinear", align_corners=False)[0]
+            labels = probs.argmax(dim=0).to(torch.uint8)  # channel index (< 256 channels)
+            seconds += timer.stop()
+            processed += 1
+            lut = torch.tensor([0, *core.object_ids], dtype=torch.uint8)  # channel → object id
+            ids = lut[labels.cpu().long()]
+        if job.saves(t):
+            write_mask(pred_dir / f"{job.names[t]}.png", ids)
+            saved += 1
+            if overlay:
+                write_image(overlay_dir / f"{job.names[t]}.jpg", _overlay(frame, ids, new_boxes))
+        ui.frame(processed, seconds)
+    ui.end_sequence(processed, seconds)
+
+    return {
+        "sequence": job.name,
+        "frames": job.num_frames,
+        "frames_processed": processed,
+        "frames_saved": saved,
+        "seconds": seconds,
+        "fps": processed / seconds if seconds > 0 else None,
+        "peak_memory_bytes": _peak_memory(device),
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+        "frame_size": list(frame_size),
+        "process_size": list(process_size),
+        "output_size": list(gt_size),
+        "objects": init_records,
+    }
+
+
+def _read_frames(job: SequenceJob) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """(position, uint8 frame 3×H×W, mask H×W or None), read ahead by a background thread."""
+
+    def load(t: int):
+        ann = job.annotations.get(t)
+        return t, read_image(job.frames[t]), (read_mask(ann) if ann is not None else None)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="vos-eval-read") as pool:
+        pending: deque = deque()
+        nxt = 0
+        try:
+            while nxt < job.num_frames or pending:
+                while nxt < job.num_frames and len(pending) < _PREFETCH:
+                    pending.append(pool.submit(load, nxt))
+                    nxt += 1
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def _object_ids(mask: torch.Tensor) -> list[int]:
+    """Object ids of an index mask: 1..254 (255 is void, as in the DAVIS toolkit)."""
+    counts = torch.bincount(mask.reshape(-1).long(), minlength=256)
+    return (counts[1:255].nonzero().squeeze(1) + 1).tolist()
+
+
+def _initial_masks(
+    mask: torch.Tensor, ids: list[int], init: str
+) -> tuple[torch.Tensor, dict[int, tuple[int, int, int, int]]]:
+    """The masks given for new objects, K×H×W bool at the mask's resolution, and (box init) their
+    boxes (x0, y0, x1, y1; exclusive max).
+
+    Box init: each object's tight box as a filled rectangle. Where boxes overlap, the smaller box
+    wins (larger ones are painted first), so a small object inside a large box keeps its pixels; an
+    object whose box is covered completely by smaller ones keeps its whole rectangle.
+    """
+    if init == "mask":
+        return torch.stack([mask == obj for obj in ids]), {}
+    boxes = {}
+    for obj in ids:
+        m = mask == obj
+        ys = torch.nonzero(m.any(dim=1)).flatten()
+        xs = torch.nonzero(m.any(dim=0)).flatten()
+        boxes[obj] = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+    labels = torch.zeros_like(mask)
+    for obj in sorted(ids, key=lambda o: -(boxes[o][2] - boxes[o][0]) * (boxes[o][3] - boxes[o][1])):
+        x0, y0, x1, y1 = boxes[obj]
+        labels[y0:y1, x0:x1] = obj
+    masks = []
+    for obj in ids:
+        m = labels == obj
+        if not bool(m.any()):
+            x0, y0, x1, y1 = boxes[obj]
+            m = torch.zeros_like(m)
+            m[y0:y1, x0:x1] = True
+        masks.append(m)
+    return torch.stack(masks), boxes
+
+
+def _object_channels(masks: torch.Tensor, ids: list[int], size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Per-object masks for ``InferenceCore.step``: max(ids)×h×w float at the processing size, channel
+    ``id − 1`` holding object ``id`` (others zero). Resized by nearest neighbour (XMem); an object
+    that nearest neighbour would erase keeps its area-weighted soft mask instead."""
+    masks = masks.to(device, torch.float32)
+    if tuple(masks.shape[-2:]) != size:
+        resized = F.interpolate(masks.unsqueeze(0), size=size, mode="nearest")[0]
+        for k in range(len(ids)):
+            if not bool(resized[k].any()):
+                soft = F.interpolate(masks[k][None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
+                resized[k] = soft[0, 0].clamp(0, 1)
+        masks = resized
+    channels = masks.new_zeros(max(ids), *size)
+    channels[torch.tensor(ids, device=device) - 1] = masks
+    return channels
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def _overlay(frame: torch.Tensor, ids: torch.Tensor, boxes: dict[int, tuple[int, int, int, int]]) -> torch.Tensor:
+    """Frame (resized to the mask's size) tinted by the palette colour of each object; box-init boxes outlined."""
+    if tuple(frame.shape[1:]) != tuple(ids.shape):
+        frame = F.interpolate(frame[None].float(), size=tuple(ids.shape), mode="bilinear", align_corners=False)[0]
+        frame = frame.round().clamp(0, 255).to(torch.uint8)
+    img = _blend(frame, ids)
+    palette = torch.tensor(list(DAVIS_PALETTE), dtype=torch.uint8).view(256, 3)
+    for obj, (x0, y0, x1, y1) in boxes.items():
+        colour = palette[obj].view(3, 1)
+        img[:, y0, x0:x1] = colour
+        img[:, y1 - 1, x0:x1] = colour
+        img[:, y0:y1, x0] = colour
+        img[:, y0:y1, x1 - 1] = colour
+    return img
+
+
+class _Timer:
+    """Seconds between start() and stop(): CUDA events on a GPU (as XMem), the wall clock elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._start: Any = None
+
+    def start(self) -> None:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            end.synchronize()
+            return self._start.elapsed_time(end) / 1000
+        return time.perf_counter() - self._start
+
+
+def _peak_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+def _check_shard(shard: tuple) -> tuple[int, int]:
+    if len(shard) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard):
+        raise VosError(f"shard must be (i, n) integers, got {shard!r}")
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise VosError(f"--shard i/n needs 0 <= i < n, got {i}/{n}")
+    return i, n
+
+
+def _prepare_model(source, device) -> tuple[torch.nn.Module, str | None]:
+    if isinstance(source, torch.nn.Module):
+        model = source if device is None else source.to(device)
+        return model.eval(), None
+    from vos.model.config import PRESETS
+    from vos.model.weights import load_model
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    text = str(source)
+    weights_id = f"preset:{text}" if text in PRESETS and not Path(text).exists() else str(Path(text).resolve())
+    return load_model(source, device), weights_id
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """Record what produces the predictions; refuse to resume a folder written with other settings."""
+    path = out / SETTINGS
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if isinstance(old, dict):
+            for key, value in settings.items():
+                if key == "weights" and (value is None or old.get(key) is None):
+                    continue
+                if old.get(key) != value:
+                    raise VosError(
+                        f"{path}: this folder holds an evaluation with {key}={json.dumps(old.get(key))}, not "
+                        f"{json.dumps(value)}; use another --out or delete it"
+                    )
+            return
+    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+
+
+def _load_marker(out: Path, job: SequenceJob) -> dict | None:
+    """The done marker of a complete sequence (all its PNGs present), else None."""
+    path = out / DONE / f"{job.name}.json"
+    if not path.is_file():
+        return None
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pred_dir = out / PREDICTIONS / job.name
+    pngs = sum(1 for p in pred_dir.iterdir() if p.suffix == ".png" and not p.name.startswith(".")) if pred_dir.is_dir() else 0
+    if not isinstance(stats, dict) or pngs != job.num_saved or stats.get("frames_saved") != job.num_saved:
+        return None
+    return stats
+
+
+def _clear_sequence(out: Path, name: str) -> None:
+    """Remove what an interrupted run left of a sequence (its marker, PNGs and overlays)."""
+    (out / DONE / f"{name}.json").unlink(missing_ok=True)
+    for sub in (PREDICTIONS, OVERLAYS):
+        folder = out / sub / name
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def _build_report(
+    plan: EvalPlan, jobs: list[SequenceJob], markers: dict[str, dict | None], out: Path, init: str,
+    info: dict, workers: int | None, progress: bool,
+) -> dict:
+    """Score (when the dataset has ground truth) the given jobs and add runtime and init statistics."""
+    names = [job.name for job in jobs]
+    stats = {name: markers[name] for name in names if markers.get(name) is not None}
+    scored = plan.scored and bool(names) and len(stats) == len(names)
+    if scored:
+        gt_dir = plan.gt_dir
+        if gt_dir is None:  # LV ×3: ground truth copied onto the ×3 timeline
+            gt_dir = out / GROUND_TRUTH
+            for job in jobs:
+                _write_timeline_gt(gt_dir / job.name, job)
+        report = score_folders(
+            out / PREDICTIONS, gt_dir, sequences=names, workers=workers, progress=progress,
+            protocol=plan.protocol, binary=plan.binary,
+        )
+    else:
+        report = {
+            "protocol": None,
+            "global": {"num_sequences": len(names)},
+            "sequences": {name: {} for name in names},
+            "objects": [],
+        }
+        for job in jobs:
+            for rec in sorted((stats.get(job.name) or {}).get("objects", []), key=lambda r: r["object"]):
+                report["objects"].append({"sequence": job.name, "object": rec["object"], "first_frame": rec["frame"]})
+        report["global"]["num_objects"] = len(report["objects"])
+
+    by_object = {
+        (name, rec["object"]): rec for name, st in stats.items() for rec in st.get("objects", [])
+    }
+    categories = {job.name: job.categories for job in jobs}
+    for obj in report["objects"]:
+        rec = by_object.get((obj["sequence"], obj["object"]))
+        obj["init_IoU"] = rec["IoU"] if rec is not None else None
+        if rec is not None and rec.get("box") is not None:
+            obj["init_box"] = rec["box"]
+        cat = categories.get(obj["sequence"], {}).get(obj["object"])
+        if cat:
+            obj["category"] = cat
+    for name in names:
+        st = stats.get(name)
+        if st is not None:
+            seq = report["sequences"].setdefault(name, {})
+            seq.update({k: st.get(k) for k in ("frames", "frames_processed", "frames_saved", "seconds", "fps",
+                                               "peak_memory_bytes", "process_size", "output_size")})
+    ious = [o["init_IoU"] for o in report["objects"] if o.get("init_IoU") is not None]
+    report["init"] = {"mode": init, "frame0_IoU": sum(ious) / len(ious) if ious else math.nan, "num_objects": len(ious)}
+
+    frames = sum(st["frames_processed"] for st in stats.values())
+    seconds = sum(st["seconds"] for st in stats.values())
+    peaks = [st["peak_memory_bytes"] for st in stats.values() if st.get("peak_memory_bytes") is not None]
+    kinds = sorted({st["peak_memory_kind"] for st in stats.values() if st.get("peak_memory_kind")})
+    set_runtime(
+        report,
+        fps=frames / seconds if seconds > 0 else None,
+        peak_memory_bytes=max(peaks) if peaks else None,
+        frames=frames,
+        seconds=seconds,
+        device=info["device"],
+        peak_memory_kind=kinds[0] if len(kinds) == 1 else (kinds or None),
+        timing="model step + resize back (I/O excluded); CUDA events on GPU",
+    )
+    report["eval"] = {**info, "sequences": names, "scored": scored}
+    return report
+
+
+def _write_timeline_gt(folder: Path, job: SequenceJob) -> None:
+    """Copy the ground truth of a re-timed video (LV ×3) under its timeline names (atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, src in (job.gt or {}).items():
+        dst = folder / f"{name}.png"
+        if dst.is_file():
+            continue
+        tmp = folder / f".{name}.png.tmp{os.getpid()}"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
+def _write_submission(path: Path, pred_dir: Path, names: list[str], layout: str) -> None:
+    """The zip a benchmark server takes: ``Annotations/<video>/<frame>.png`` (YouTube-VOS) or
+    ``<sequence>/<frame>.png`` (DAVIS test-dev); written under a temporary name, then renamed."""
+    prefix = "Annotations/" if layout == "youtube" else ""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
+            for name in names:
+                for png in sorted((pred_dir / name).glob("*.png")):
+                    zf.write(png, f"{prefix}{name}/{png.name}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ progress
+class _Progress:
+    """Rich progress: sequences done, frames of the current sequence and the running FPS of this run."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled = enabled
+        self.label = label
+        self.total = total
+        self.done_frames = 0  # timed frames and seconds of the sequences finished in this run
+        self.done_seconds = 0.0
+        self._bar: Any = None
+        self._seqs: Any = None
+        self._frames: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            )
+            self._bar.start()
+            self._seqs = self._bar.add_task(f"eval {self.label}", total=self.total, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _fps(self, frames: int, seconds: float) -> str:
+        frames, seconds = self.done_frames + frames, self.done_seconds + seconds
+        return f"{frames / seconds:.1f} FPS" if seconds > 0 else ""
+
+    def skip(self, name: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._seqs, advance=1, info=f"{name}: done before")
+
+    def start_sequence(self, name: str, frames: int) -> None:
+        if self._bar is not None:
+            if self._frames is not None:
+                self._bar.remove_task(self._frames)
+            self._frames = self._bar.add_task(f"  {name}"[:32], total=frames, info="")
+
+    def frame(self, frames: int, seconds: float) -> None:
+        """One more frame of the current sequence (frames, seconds: timed so far in it)."""
+        if self._bar is not None:
+            self._bar.update(self._frames, advance=1, info=self._fps(frames, seconds))
+
+    def end_sequence(self, frames: int, seconds: float) -> None:
+        self.done_frames += frames
+        self.done_seconds += seconds
+        if self._bar is not None:
+            self._bar.update(self._seqs, advance=1, info=self._fps(0, 0.0))
