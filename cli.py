@@ -186,6 +186,21 @@ def segment(
     )
 
 
+@app.command("demo")
+def demo_cmd(
+    root: Path = typer.Option(Path("data/synthetic"), help="Synthetic set (generated here if absent)."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Training run, evaluations and the report."),
+    set_: list[str] = typer.Option([], "--set", help="Override the demo config, e.g. --set train.iterations=200."),
+) -> None:
+    """Train box-only on the synthetic set, evaluate mask and box init, print the report (resumable)."""
+    from vos.demo import markdown, run_demo
+
+    with user_errors():
+        record = run_demo(root, out, overrides=set_, log=console.print)
+    console.print(markdown(record))
+    console.print(f"report: {out / 'demo.md'}, {out / 'demo.json'}; overlays: {out / 'overlay.png'}")
+
+
 @app.command("train")
 def train_cmd(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/full.yaml (may `extends:` another)."),
