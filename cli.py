@@ -277,6 +277,53 @@ def score_cmd(
     console.print(markdown_table(report))
 
 
+def _bench_script(name: str):
+    """Load bench/<name>.py of the source tree (benchmarks are scripts, not an installed package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "bench" / f"{name}.py"
+    if not path.is_file():
+        raise VosError(f"{path}: kernel benchmarks need the source tree (git clone; pip install -e .)")
+    spec = importlib.util.spec_from_file_location(f"vos_bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@app.command("bench")
+def bench_cmd(
+    video: Optional[str] = typer.Option(None, "--video", help="longtime: FPS and memory over a long video."),
+    kernels: bool = typer.Option(False, "--kernels", help="Run the kernel benchmarks (memory read, weak losses)."),
+    root: Optional[Path] = typer.Option(None, help="Long-Time Video root (default: a built-in synthetic long video)."),
+    frames: int = typer.Option(3000, help="Frames of the synthetic long video."),
+    size: int = typer.Option(480, help="Shorter side."),
+    objects: int = typer.Option(2, help="Objects in the synthetic long video."),
+    preset: str = typer.Option("xmem", help="Model preset when no --weights (random weights: speed only)."),
+    weights: Optional[str] = typer.Option(None, help="Checkpoint to benchmark."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: where it pays)."),
+    dense: bool = typer.Option(True, "--dense/--no-dense", help="Also run XMem's algorithm (dense read) for the ratio."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    quick: bool = typer.Option(False, help="Kernel benchmarks: fewer shapes and repeats."),
+    out: Path = typer.Option(Path("bench/results"), "--out", help="Where the JSON results and plots go."),
+) -> None:
+    """Benchmarks: `--video longtime` (FPS, per-stage times, memory over time) and `--kernels`."""
+    with user_errors():
+        if video is None and not kernels:
+            raise VosError("choose --video longtime and/or --kernels")
+        if video is not None and video != "longtime":
+            raise VosError(f"--video {video!r}: the only video benchmark is 'longtime'")
+        if kernels:
+            for name in ("memory_read", "weak_losses"):
+                _bench_script(name).run(out, quick=quick)
+        if video == "longtime":
+            from vos.bench.longtime import run_longtime
+
+            result = run_longtime(out, root=root, frames=frames, size=size, objects=objects, preset=preset,
+                                  weights=weights, compile=compile_, compare_dense=dense, device=_device(device))
+            console.print_json(data=result.get("summary", {}))
+    console.print(f"results in {out}")
+
+
 @app.command("convert")
 def convert(
     src: Path = typer.Argument(..., help="Official XMem checkpoint (.pth) or any checkpoint load_model reads."),

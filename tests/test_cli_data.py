@@ -65,3 +65,10 @@ def test_check_reports_each_bad_file(synthetic_root, tmp_path):
 def test_bad_size_option(tmp_path):
     lines = _one_error_line(runner.invoke(app, ["data", "synthetic", str(tmp_path / "x"), "--size", "big"]))
     assert "expected HxW" in lines[0]
+
+
+def test_bench_needs_a_choice():
+    result = runner.invoke(app, ["bench"])
+    _one_error_line(result)
+    result = runner.invoke(app, ["bench", "--video", "short"])
+    assert "only video benchmark is 'longtime'" in _one_error_line(result)[0]
