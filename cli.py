@@ -303,6 +303,8 @@ def bench_cmd(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: where it pays)."),
     dense: bool = typer.Option(True, "--dense/--no-dense", help="Also run XMem's algorithm (dense read) for the ratio."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    prefill: bool = typer.Option(False, help="Fill the memory to its caps after frame 0 (steady state at once)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the run (default: torch's)."),
     quick: bool = typer.Option(False, help="Kernel benchmarks: fewer shapes and repeats."),
     out: Path = typer.Option(Path("bench/results"), "--out", help="Where the JSON results and plots go."),
 ) -> None:
@@ -319,7 +321,8 @@ def bench_cmd(
             from vos.bench.longtime import run_longtime
 
             result = run_longtime(out, root=root, frames=frames, size=size, objects=objects, preset=preset,
-                                  weights=weights, compile=compile_, compare_dense=dense, device=_device(device))
+                                  weights=weights, compile=compile_, compare_dense=dense, device=_device(device),
+                                  prefill=prefill, threads=threads)
             console.print_json(data=result.get("summary", {}))
     console.print(f"results in {out}")
 

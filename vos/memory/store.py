@@ -13,16 +13,65 @@ stored element-major (B×N×C) so that the sparse readout gathers contiguous row
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
-from vos.memory.read import memory_read
+from vos.memory.read import memory_read, resolve_backend
 
 # Initial life count of an element: usage = use/life stays finite before the first read.
 _NEW_LIFE = 1e-7
+
+
+def _torch_read(
+    mem_keys: torch.Tensor,
+    mem_shrinkage: torch.Tensor,
+    query_keys: torch.Tensor,
+    query_selection: torch.Tensor | None,
+    mem_values: torch.Tensor,
+    top_k: int,
+    mode: str,
+    need_usage: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return memory_read(
+        mem_keys, mem_shrinkage, query_keys, query_selection, mem_values,
+        top_k=top_k, mode=mode, backend="torch", need_usage=need_usage,
+    )
+
+
+@functools.cache
+def _compiled_torch_read(backend: str | Callable) -> Callable:
+    # Made on first use (importing dynamo takes a while); one compiled read per backend serves every video.
+    return torch.compile(_torch_read, backend=backend, dynamic=None)
+
+
+def compiled_read(
+    mem_keys: torch.Tensor,
+    mem_shrinkage: torch.Tensor,
+    query_keys: torch.Tensor,
+    query_selection: torch.Tensor | None,
+    mem_values: torch.Tensor,
+    top_k: int,
+    mode: str,
+    need_usage: bool,
+    backend: str | Callable = "inductor",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``memory_read`` (PyTorch backend) under torch.compile (``backend``: torch.compile's), shapes as
+    there (mem_* B×·×N).
+
+    The memory size N grows, consolidates and is pruned from frame to frame, and the buffers the
+    inputs are views of grow geometrically (their strides change): N and those strides are marked
+    dynamic up front, so one graph serves every memory size instead of one recompilation per size.
+    """
+    for t in (mem_keys, mem_shrinkage, mem_values):
+        torch._dynamo.maybe_mark_dynamic(t, 2)
+    return _compiled_torch_read(backend)(
+        mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, top_k, mode, need_usage
+    )
 
 
 def _take(x: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
@@ -277,8 +326,11 @@ class InferenceMemory:
     memory follow that order, and each group's objects are a contiguous run of it.
     """
 
-    def __init__(self, config: MemoryConfig) -> None:
+    def __init__(self, config: MemoryConfig, compile_read: bool | str | Callable = False) -> None:
         self.config = config
+        # Run the PyTorch read under torch.compile (memory size symbolic: one graph for every size);
+        # True = inductor, a string or callable = that torch.compile backend.
+        self.compile_read = compile_read
         self.object_ids: list[int] = []
         self.groups: list[GroupMemory] = []
         self.sensory: torch.Tensor | None = None  # B×N_obj×CH×h×w
@@ -320,10 +372,14 @@ class InferenceMemory:
             if group.size == 0:
                 raise RuntimeError(f"objects {group.object_ids} were added but have no memory frame yet; read first")
             mem = group.view()
-            readout, usage = memory_read(
-                mem.key, mem.shrinkage, qk, qe, mem.values.transpose(1, 2),
-                top_k=cfg.top_k, mode=cfg.read_mode, backend=cfg.backend, need_usage=cfg.enable_long_term,
-            )  # B×(n_obj·CV)×HW
+            args = (mem.key, mem.shrinkage, qk, qe, mem.values.transpose(1, 2))
+            if self.compile_read and resolve_backend(cfg.backend, qk, cfg.read_mode) == "torch":
+                backend = "inductor" if self.compile_read is True else self.compile_read
+                readout, usage = compiled_read(*args, cfg.top_k, cfg.read_mode, cfg.enable_long_term, backend)
+            else:
+                readout, usage = memory_read(
+                    *args, top_k=cfg.top_k, mode=cfg.read_mode, backend=cfg.backend, need_usage=cfg.enable_long_term,
+                )  # B×(n_obj·CV)×HW
             if usage is not None:
                 group.update_usage(usage)
             outs.append(readout.reshape(bsz, len(group.object_ids), -1, h, w))

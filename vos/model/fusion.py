@@ -22,8 +22,14 @@ class FeatureFusionBlock(nn.Module):
         self.attention = CBAM(mid_dim)
         self.block2 = GroupResBlock(mid_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        g = self.block1.forward_split(x, g)
+    def forward(self, x: torch.Tensor, g: torch.Tensor, per_object_image: bool = False) -> torch.Tensor:
+        """``per_object_image``: XMem's own computation — x is concatenated to every object's g and the
+        whole first block runs per object (same result, more work; the benchmark baseline)."""
+        if per_object_image:
+            expanded = x.unsqueeze(1).expand(-1, g.shape[1], -1, -1, -1)
+            g = self.block1(torch.cat([expanded, g], 2))
+        else:
+            g = self.block1.forward_split(x, g)
         g = g + unfold(self.attention(fold(g)), g.shape[0])
         return self.block2(g)
 

@@ -24,11 +24,17 @@ class XMem(nn.Module):
     running statistics and stays in eval mode whatever ``train()`` asks; BN affine weights still learn.
     ``config.pretrained`` loads torchvision's ImageNet weights into both ResNet trunks here (a download
     on first use; CheckpointError when it cannot be had).
+
+    ``per_object_image`` (an attribute, also settable later): compute the image half of the fusion
+    blocks and of the value encoder's first convolution once per object, exactly as XMem does,
+    instead of once per frame. Same outputs, same weights, more work — the benchmarks' baseline
+    ("XMem's algorithm").
     """
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, per_object_image: bool = False) -> None:
         super().__init__()
         self.config = config if config is not None else ModelConfig()
+        self.per_object_image = per_object_image
         cfg = self.config
         c16, c8, c4 = cfg.key_encoder_channels
         self.key_encoder = KeyEncoder(cfg.key_encoder)
@@ -100,7 +106,7 @@ class XMem(nn.Module):
         input sensory when ``deep_update`` is False). Each object also sees Σ_{j≠i} masks_j.
         """
         others = masks.sum(dim=1, keepdim=True) - masks
-        return self.value_encoder(image, f16, sensory, masks, others, deep_update)
+        return self.value_encoder(image, f16, sensory, masks, others, deep_update, self.per_object_image)
 
     def read_memory(
         self,
@@ -118,13 +124,18 @@ class XMem(nn.Module):
 
         ``top_k`` None reads with the full softmax (training); ``backend`` picks the implementation;
         ``need_usage`` also returns the per-element usage (column sums of the affinity).
+
+        Under autocast (mixed-precision training) the read still computes the similarity and the
+        softmax in fp32: autocast is switched off around it (it would run the similarity GEMM in
+        bf16/fp16, whose rounding of the squared distances flips the softmax).
         """
         from vos.memory.read import memory_read  # the memory package imports this one's users
 
-        return memory_read(
-            mem_key, mem_shrinkage, query_key, query_selection, mem_value,
-            top_k=top_k, backend=backend, need_usage=need_usage,
-        )
+        with torch.autocast(query_key.device.type, enabled=False):
+            return memory_read(
+                mem_key, mem_shrinkage, query_key, query_selection, mem_value,
+                top_k=top_k, backend=backend, need_usage=need_usage,
+            )
 
     def decode(
         self,
@@ -143,7 +154,7 @@ class XMem(nn.Module):
         before aggregation, as XMem does in training.
         """
         f16, f8, f4 = features
-        sensory, logits = self.decoder(f16, f8, f4, sensory, readout, update_sensory)
+        sensory, logits = self.decoder(f16, f8, f4, sensory, readout, update_sensory, self.per_object_image)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
         probs = torch.sigmoid(logits)
         if selector is not None:

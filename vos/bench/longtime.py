@@ -1,0 +1,715 @@
+"""``vos bench --video longtime``: inference speed and memory over a long video (SPEC §8).
+
+The video is the Long-Time Video set (``root``: ``JPEGImages/<video>/`` + ``Annotations/<video>/``,
+or its ``long_video`` folder) or, without a root, a built-in synthetic video generated frame by frame
+in memory (textured ellipses with holes moving over a panning textured background; any length).
+
+Several *variants* segment the same frames, interleaved frame by frame (their order rotates every
+frame) so that a load change on a shared machine hits them alike and their ratio stays meaningful:
+
+- ``ours``: our network and memory — image features computed once per frame, sparse top-k read;
+  under ``torch.compile`` when ``compile`` is on.
+- ``ours_eager``: the same without compilation (only when ``compile`` is on: eager vs compiled).
+- ``xmem``: XMem's algorithm with the same weights — the image half of the fusion blocks and of the
+  value encoder's first convolution recomputed for every object (``XMem(per_object_image=True)``)
+  and the dense memory read (``MemoryConfig(read_mode="dense")``); eager (only with
+  ``compare_dense``).
+
+Per frame and variant it records the step's wall time, the per-stage times of
+``InferenceCore(profile=True)`` (key encoder, memory read, decoder, value encoder, memory update),
+the memory's elements and bytes, the process's resident and peak memory (and the GPU's allocated
+and peak memory on CUDA). The summary gives steady-state FPS (after ``warmup`` frames and after the
+memory has saturated, when it does), ratios between variants, and the arithmetic floor: the FLOPs
+of every stage at the run's shapes (``torch.utils.flop_counter``; the sparse gather's k·HW·C
+multiply-adds added by hand), the machine's measured fp32 GEMM rate, and from those the fastest a
+variant could run and the largest speed-up ours can have over XMem's algorithm with equal weights.
+
+``prefill``: before timing, the long-term memory of every variant is filled to its cap and the
+working memory to ``max_mid_term_frames − 1`` frames by storing jittered copies of the first
+frame's memory (the consolidation code itself makes the prototypes), so that a short run measures
+the steady state of a full memory — what a long video reaches after ~2,000 frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vos.bench.plot import Panel, save_plot
+from vos.data.io import list_frames, read_image, read_mask
+from vos.errors import DataError, VosError
+from vos.memory.config import MemoryConfig
+from vos.memory.core import InferenceCore
+from vos.memory.read import memory_read
+from vos.model.network import XMem
+from vos.model.weights import load_model
+
+LONG_TIME_LAYOUT = "ROOT/JPEGImages/<video>/*.jpg and ROOT/Annotations/<video>/*.png (or ROOT/long_video/…)"
+
+
+# --------------------------------------------------------------------------- videos
+def synthetic_long_video(
+    frames: int, size: int = 480, objects: int = 2, seed: int = 0
+) -> tuple[tuple[int, int], Iterator[tuple[torch.Tensor, torch.Tensor | None]]]:
+    """A long synthetic video made on the fly: ((H, W), iterator of (float 3×H×W in [0, 1], mask)).
+
+    H = ``size``, W = 16:9 of it (854 at 480, like DAVIS's 480p). The mask (uint8 H×W ids 1..objects)
+    comes with frame 0 only. Objects are textured ellipses with a hole (a box is a poor mask) on
+    periodic Lissajous paths of different periods, so they cross and occlude each other for any
+    number of frames; the background is a smooth random texture that pans slowly.
+    """
+    if frames < 1 or size < 16 or objects < 1:
+        raise VosError(f"synthetic video: frames, objects must be ≥ 1 and size ≥ 16, got {frames}, {objects}, {size}")
+    h, w = size, int(round(size * 854 / 480))
+    g = torch.Generator().manual_seed(seed)
+    pan = max(8, w // 8)
+    coarse = torch.rand(1, 3, 6, 12, generator=g)
+    fine = torch.rand(1, 3, 24, 48, generator=g)
+    background = 0.7 * F.interpolate(coarse, size=(h, w + pan), mode="bicubic", align_corners=False)[0]
+    background += 0.3 * F.interpolate(fine, size=(h, w + pan), mode="bilinear", align_corners=False)[0]
+    background = background.clamp(0, 1)
+    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, w)
+    params = []
+    for k in range(objects):
+        r = torch.rand(8, generator=g).tolist()
+        params.append({
+            "color": torch.rand(3, generator=g).view(3, 1, 1) * 0.8 + 0.2,
+            "a": (0.12 + 0.08 * r[0]) * h, "b": (0.07 + 0.06 * r[1]) * h,
+            "period_x": 300 + 400 * r[2], "period_y": 250 + 350 * r[3], "spin": 200 + 300 * r[4],
+            "phase": 6.283 * r[5], "cx": (0.3 + 0.4 * r[6]) * w, "cy": (0.3 + 0.4 * r[7]) * h, "k": k,
+        })
+
+    def render(t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shift = int(round(pan / 2 * (1 + math.sin(2 * math.pi * t / 900))))
+        image = background[:, :, shift : shift + w].clone()
+        index = torch.zeros(h, w, dtype=torch.uint8)
+        for p in params:
+            cx = p["cx"] + 0.3 * w * math.sin(2 * math.pi * t / p["period_x"] + p["phase"])
+            cy = p["cy"] + 0.25 * h * math.sin(2 * math.pi * t / p["period_y"] + 2 * p["phase"])
+            angle = 2 * math.pi * t / p["spin"]
+            dx, dy = xs - cx, ys - cy
+            u = (math.cos(angle) * dx + math.sin(angle) * dy) / p["a"]
+            v = (-math.sin(angle) * dx + math.cos(angle) * dy) / p["b"]
+            r2 = u * u + v * v
+            inside = (r2 < 1) & ((u - 0.3) ** 2 + v * v > 0.08)  # an off-centre hole
+            stripes = 0.75 + 0.25 * torch.sin(8 * u + 3 * v)
+            image = torch.where(inside, p["color"] * stripes, image)
+            index[inside] = p["k"] + 1
+        return image, index
+
+    def frames_iter() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for t in range(frames):
+            image, index = render(t)
+            yield image, (index if t == 0 else None)
+
+    return (h, w), frames_iter()
+
+
+def long_time_videos(root: str | os.PathLike) -> list[tuple[str, list[Path], Path]]:
+    """The Long-Time Video set's videos: (name, frame paths, first-frame annotation path)."""
+    root = Path(root)
+    base = root / "long_video" if (root / "long_video" / "JPEGImages").is_dir() else root
+    images, annotations = base / "JPEGImages", base / "Annotations"
+    if not images.is_dir() or not annotations.is_dir():
+        raise DataError(f"{root}: not a Long-Time Video root; expected {LONG_TIME_LAYOUT}")
+    videos = []
+    for folder in sorted(p for p in images.iterdir() if p.is_dir()):
+        frames = list_frames(folder)
+        if not frames:
+            raise DataError(f"{folder}: video without frames")
+        first = annotations / folder.name / f"{frames[0].stem}.png"
+        if not first.is_file():
+            raise DataError(f"{first}: first-frame annotation missing (expected {LONG_TIME_LAYOUT})")
+        videos.append((folder.name, frames, first))
+    if not videos:
+        raise DataError(f"{images}: no videos; expected {LONG_TIME_LAYOUT}")
+    return videos
+
+
+def _process_size(h: int, w: int, shorter: int) -> tuple[int, int]:
+    if shorter == -1 or min(h, w) == shorter:
+        return h, w
+    return (shorter, int(shorter * w / h)) if h <= w else (int(shorter * h / w), shorter)
+
+
+def _file_video(
+    frames: list[Path], first: Path, size: int
+) -> tuple[tuple[int, int], Iterator[tuple[torch.Tensor, torch.Tensor | None]]]:
+    """Frames read one at a time, resized so that the shorter side is ``size``; mask on frame 0."""
+    h, w = read_image(frames[0]).shape[1:]
+    out = _process_size(h, w, size)
+    mask = read_mask(first)
+    if tuple(mask.shape) != (h, w):
+        raise DataError(f"{first}: mask is {tuple(mask.shape)}, frames are {(h, w)}")
+    mask = F.interpolate(mask[None, None].float(), size=out, mode="nearest")[0, 0].to(torch.uint8)
+
+    def it() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for t, path in enumerate(frames):
+            image = read_image(path).float().div_(255)
+            if tuple(image.shape[1:]) != (h, w):
+                raise DataError(f"{path}: frame is {tuple(image.shape[1:])}, the first is {(h, w)}")
+            if out != (h, w):
+                image = F.interpolate(image[None], size=out, mode="bilinear", align_corners=False, antialias=True)[0]
+            yield image, (mask if t == 0 else None)
+
+    return out, it()
+
+
+# --------------------------------------------------------------------------- measurements
+def process_memory() -> dict[str, float | None]:
+    """Resident and peak resident memory of this process in MiB (None where the OS does not say)."""
+    rss = peak = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    peak = int(line.split()[1]) / 1024
+    except OSError:
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except (ImportError, OSError):
+            pass
+    return {"rss_mib": rss, "peak_rss_mib": peak}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` fp32 GEMM rate (GFLOP/s) of ``device`` with the current thread count."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = math.inf
+    with torch.inference_mode():
+        a @ b
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def stage_flops(
+    model: XMem,
+    padded_size: tuple[int, int],
+    objects: int,
+    memory_elements: int,
+    memory: MemoryConfig,
+) -> dict[str, float]:
+    """GFLOP per frame of every stage at these shapes (2 FLOPs per multiply-add), averaged over
+    memory frames (every ``mem_every``-th: value encoder, decoder without its own sensory update) and
+    the others (decoder with it). The memory read at ``memory_elements`` elements per group, in
+    ``memory.read_mode``; the sparse read's gather (k·HW·C multiply-adds) is counted by hand since
+    the FLOP counter does not see ``embedding_bag``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters())
+    dev, dt = param.device, param.dtype
+    hp, wp = padded_size
+    h, w = hp // 16, wp // 16
+    cfg = model.config
+    every = memory.mem_every
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            fn()
+        return counter.get_total_flops() / 1e9
+
+    image = torch.zeros(1, 3, hp, wp, device=dev, dtype=dt)
+    masks = torch.zeros(1, objects, hp, wp, device=dev, dtype=dt)
+    sensory = torch.zeros(1, objects, cfg.hidden_dim, h, w, device=dev, dtype=dt)
+    readout = torch.zeros(1, objects, cfg.value_dim, h, w, device=dev, dtype=dt)
+    with torch.inference_mode():
+        _, _, _, features = model.encode_key(image)
+    key_mem = count(lambda: model.encode_key(image, need_shrinkage=True))
+    key_other = count(lambda: model.encode_key(image, need_shrinkage=False))
+    dec_update = count(lambda: model.decode(features, sensory, readout, update_sensory=True))
+    dec_plain = count(lambda: model.decode(features, sensory, readout, update_sensory=False))
+    value = count(lambda: model.encode_value(image, features[0], sensory, masks, deep_update=True))
+    n, hw, ck = memory_elements, h * w, cfg.key_dim
+    c = objects * cfg.value_dim
+    mk = torch.zeros(1, ck, n, device=dev, dtype=dt)
+    ms = torch.ones(1, 1, n, device=dev, dtype=dt)
+    qk = torch.zeros(1, ck, hw, device=dev, dtype=dt)
+    mv = torch.zeros(1, c, n, device=dev, dtype=dt)
+    read = count(lambda: memory_read(mk, ms, qk, qk, mv, top_k=memory.top_k, mode=memory.read_mode, backend="torch"))
+    if memory.read_mode == "sparse":
+        read += 2 * min(memory.top_k, n) * hw * c / 1e9
+    sync_deep = memory.deep_update_every < 0
+    decode = ((every - 1) * dec_update + (dec_plain if sync_deep else dec_update)) / every
+    out = {
+        "encode_key": ((every - 1) * key_other + key_mem) / every,
+        "read": read,
+        "decode": decode,
+        "encode_value": value / every,
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def fill_memory(core: InferenceCore, seed: int = 0, jitter: float = 0.05) -> int:
+    """Fill every object group's memory to capacity: the long-term memory until a consolidation no
+    longer grows it (its cap, pruned and refilled), then the working memory to
+    ``max_mid_term_frames − 1`` frames — by storing copies of the group's first frame whose keys and
+    values carry a little noise (``jitter`` × their std). The prototypes are made by the ordinary
+    consolidation, the pruning is the ordinary pruning. Returns the memory frames stored."""
+    mem, cfg = core.memory, core.config
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    stored = 0
+    for group in mem.groups:
+        hw = group.hw
+        first = group.view(group.num_long_term, group.num_long_term + hw)
+        key, shrinkage, selection = first.key.clone(), first.shrinkage.clone(), first.selection.clone()
+        bsz, n_obj = key.shape[0], len(group.object_ids)
+        values = first.values.transpose(1, 2).reshape(bsz, n_obj, -1, hw).clone()
+        k_std, v_std = float(key.float().std()), float(values.float().std())
+
+        def add() -> None:
+            nonlocal stored
+            k = key + (torch.randn(key.shape, generator=g) * (jitter * k_std)).to(key.device, key.dtype)
+            v = values + (torch.randn(values.shape, generator=g) * (jitter * v_std)).to(values.device, values.dtype)
+            group.add_frame(k, shrinkage, selection, v)
+            stored += 1
+
+        while cfg.enable_long_term:
+            before, consolidations = group.num_long_term, group.consolidations
+            add()
+            if group.consolidations > consolidations and group.num_long_term == before:
+                break
+        while group.working_frames < cfg.max_mid_term_frames - 1:
+            add()
+    return stored
+
+
+# --------------------------------------------------------------------------- the run
+@dataclasses.dataclass
+class _Variant:
+    name: str
+    core: InferenceCore
+    description: str
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    stages: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    elements: list[int] = dataclasses.field(default_factory=list)
+    long_term: list[int] = dataclasses.field(default_factory=list)
+    memory_mib: list[float] = dataclasses.field(default_factory=list)
+
+
+def summarize_memory(
+    host: dict[str, list], long_term: list[int], saturated: int | None, steady_from: int
+) -> dict[str, object]:
+    """Is the memory flat once the memory has saturated? From the per-frame process (and GPU) memory.
+
+    The reference frame is the later of the saturation frame and the first steady frame (so that
+    compilation and first-use allocations during warm-up do not count); the peak resident memory (and
+    the GPU's peak allocation) must grow by less than 2 % or 16 MiB from there to the end.
+    """
+    peak, rss = host["peak_rss_mib"], host["rss_mib"]
+    report: dict[str, object] = {"saturated_at_frame": saturated, "long_term_elements_max": max(long_term)}
+    if saturated is None or not peak or peak[-1] is None:
+        return report
+    ref = min(max(saturated, steady_from), len(peak) - 1)
+    report.update({
+        "reference_frame": ref,
+        "frames_after_reference": len(peak) - 1 - ref,
+        "peak_rss_mib_at_reference": peak[ref],
+        "peak_rss_mib_end": peak[-1],
+        "peak_rss_growth_mib": peak[-1] - peak[ref],
+        "rss_mib_at_reference": rss[ref],
+        "rss_mib_max_after_reference": max(rss[ref:]),
+    })
+    flat = peak[-1] - peak[ref] <= max(16.0, 0.02 * peak[ref])
+    gpu = host.get("gpu_peak_mib") or []
+    if gpu:
+        report.update({"gpu_peak_mib_at_reference": gpu[ref], "gpu_peak_mib_end": gpu[-1]})
+        flat = flat and gpu[-1] - gpu[ref] <= max(16.0, 0.02 * gpu[ref])
+    report["flat_after_saturation"] = flat
+    return report
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def run_longtime(
+    out_dir: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    frames: int | None = 3000,
+    size: int = 480,
+    objects: int = 2,
+    preset: str = "xmem",
+    weights: str | os.PathLike | None = None,
+    compile: bool | str | None = None,
+    compare_dense: bool = True,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    *,
+    prefill: bool = False,
+    memory: MemoryConfig | None = None,
+    channels_last: bool | None = None,
+    threads: int | None = None,
+    warmup: int = 5,
+    count_flops: bool = True,
+    seed: int = 0,
+) -> dict:
+    """Benchmark inference over a long video; write ``longtime_<device>.json`` and PNG plots into
+    ``out_dir`` and return the JSON's content.
+
+    Args:
+        out_dir: where the results go (created).
+        root: the Long-Time Video set (every video of it is run); None = the synthetic video.
+        frames: synthetic: its length; Long-Time Video: at most this many frames per video (None = all).
+        size: shorter side of the processed frames (-1: native, Long-Time Video only).
+        objects: objects in the synthetic video.
+        preset: network preset ("xmem", "small") when ``weights`` is None (random weights: speed
+            does not depend on them).
+        weights: a checkpoint (official ``.pth`` or ours) instead of a random preset.
+        compile: run ``ours`` under torch.compile (True: inductor; a string: that torch.compile
+            backend) and add ``ours_eager``; None = on CUDA only.
+        compare_dense: add ``xmem`` (XMem's algorithm, see the module docstring).
+        device: "cpu", "cuda", … (None: CUDA when available).
+        progress: show a progress bar.
+        prefill: fill the memory to capacity after the first frame (see the module docstring).
+        memory: memory settings (XMem's defaults when None); ``xmem`` uses them with the dense read.
+        channels_last: passed to ``InferenceCore`` (None: its default, on) — for every variant,
+            so that ``xmem`` differs from ``ours_eager`` by the algorithm only.
+        threads: CPU threads (``torch.set_num_threads``; None = leave as is).
+        warmup: frames excluded from the FPS at the start (compilation, allocator warm-up).
+        count_flops: count every stage's FLOPs at the run's shapes (one extra pass per variant).
+        seed: seed of the synthetic video and of the memory pre-fill.
+    """
+    out_dir = Path(out_dir)
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise VosError(f"bench: device {dev} requested but CUDA is not available")
+    if frames is not None and frames < 1:
+        raise VosError(f"bench: frames must be ≥ 1, got {frames}")
+    if root is None and size == -1:
+        raise VosError("bench: size -1 (native) needs --root; the synthetic video is made at a given size")
+    memory = memory if memory is not None else MemoryConfig()
+    use_compile = (dev.type == "cuda" if compile is None else compile) or False
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        model = load_model(weights if weights is not None else preset, device=dev)
+        baseline = None
+        if compare_dense:
+            baseline = XMem(model.config, per_object_image=True)
+            baseline.load_state_dict(model.state_dict())
+            baseline = baseline.to(dev).eval()
+        if root is None:
+            n = frames if frames is not None else 3000
+            videos = [("synthetic", lambda n=n: synthetic_long_video(n, size, objects, seed))]
+        else:
+            videos = [
+                (name, lambda paths=paths, first=first: _file_video(paths[: frames or None], first, size))
+                for name, paths, first in long_time_videos(root)
+            ]
+        machine_gflops = gemm_gflops(dev) if count_flops else None
+        results = []
+        for name, make in videos:
+            results.append(
+                _run_video(
+                    name, make, model, baseline, memory, dev, use_compile, channels_last, prefill,
+                    warmup, progress, seed, count_flops, machine_gflops,
+                )
+            )
+    finally:
+        torch.set_num_threads(old_threads)
+
+    report = {
+        "benchmark": "longtime",
+        "device": str(dev),
+        "device_name": device_name(dev),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads() if threads is None else threads,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": {
+            "source": "synthetic" if root is None else str(root),
+            "frames": frames, "size": size, "objects": objects if root is None else None,
+            "preset": preset if weights is None else None, "weights": None if weights is None else str(weights),
+            "compile": ("inductor" if use_compile is True else use_compile) or False,
+            "compare_dense": compare_dense, "prefill": prefill,
+            "channels_last": True if channels_last is None else channels_last, "warmup": warmup, "seed": seed,
+            "memory": dataclasses.asdict(memory),
+        },
+        "machine_gflops_fp32": max((v["flops"]["machine_gflops_fp32"] for v in results if v["flops"]), default=None),
+        # per video: FPS and ratios, the arithmetic floor, whether memory stayed flat (details below)
+        "summary": {v["video"]: _headline(v) for v in results},
+        "videos": results,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = dev.type
+    path = out_dir / f"longtime_{tag}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(path)
+    for video in results:
+        _plot(out_dir, tag, video)
+    report["json"] = str(path)
+    return report
+
+
+def _run_video(
+    name, make, model, baseline, memory, dev, use_compile, channels_last, prefill, warmup, progress, seed,
+    count_flops, machine_gflops,
+) -> dict:
+    (h, w), frames = make()
+    variants = [
+        _Variant("ours", InferenceCore(model, memory, profile=True, compile=use_compile, channels_last=channels_last),
+                 "shared image features, sparse top-k read" + (", torch.compile" if use_compile else ", eager"))
+    ]
+    if use_compile:
+        variants.append(_Variant(
+            "ours_eager", InferenceCore(model, memory, profile=True, compile=False, channels_last=channels_last),
+            "shared image features, sparse top-k read, eager",
+        ))
+    if baseline is not None:
+        dense = dataclasses.replace(memory, read_mode="dense", backend="torch")
+        variants.append(_Variant(
+            "xmem", InferenceCore(baseline, dense, profile=True, compile=False, channels_last=channels_last),
+            "XMem's algorithm: per-object image features, dense read, eager",
+        ))
+    for v in variants:
+        v.stages = {s: [] for s in InferenceCore.STAGES}
+    host: dict[str, list] = {"rss_mib": [], "peak_rss_mib": [], "gpu_mib": [], "gpu_peak_mib": []}
+    agreement: list[float] = []
+    prefilled = 0
+    total = None
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    bar = _progress(progress, name)
+    with bar as advance:
+        for t, (image, mask) in enumerate(frames):
+            image = image.to(dev)
+            mask = mask.to(dev) if mask is not None else None
+            order = variants[t % len(variants):] + variants[: t % len(variants)]
+            labels = {}
+            for v in order:
+                before = dict(v.core.stage_times)
+                _sync(dev)
+                start = time.perf_counter()
+                probs = v.core.step(image, mask)
+                _sync(dev)
+                v.seconds.append(time.perf_counter() - start)
+                for s in InferenceCore.STAGES:
+                    v.stages[s].append(v.core.stage_times[s] - before[s])
+                stats = v.core.memory_stats()
+                v.elements.append(stats["working_elements"] + stats["long_term_elements"])
+                v.long_term.append(stats["long_term_elements"])
+                v.memory_mib.append(stats["memory_bytes"] / 2**20)
+                labels[v.name] = probs.argmax(0)
+            if "xmem" in labels:
+                agreement.append(float((labels["ours"] == labels["xmem"]).float().mean()))
+            if t == 0 and prefill:
+                for v in variants:
+                    prefilled = fill_memory(v.core, seed)
+                    v.elements[-1] = sum(v.core.memory_stats()[k] for k in ("working_elements", "long_term_elements"))
+                    v.long_term[-1] = v.core.memory_stats()["long_term_elements"]
+                    v.memory_mib[-1] = v.core.memory_stats()["memory_bytes"] / 2**20
+            mem = process_memory()
+            host["rss_mib"].append(mem["rss_mib"])
+            host["peak_rss_mib"].append(mem["peak_rss_mib"])
+            if dev.type == "cuda":
+                host["gpu_mib"].append(torch.cuda.memory_allocated(dev) / 2**20)
+                host["gpu_peak_mib"].append(torch.cuda.max_memory_allocated(dev) / 2**20)
+            advance(variants[0].seconds[-1])
+            total = t + 1
+    if total is None:
+        raise DataError(f"{name}: no frames")
+
+    ours = variants[0]
+    # saturation: the first frame at which the long-term memory reaches the size it keeps
+    lt_max = max(ours.long_term)
+    saturated = next((i for i, n in enumerate(ours.long_term) if lt_max > 0 and n >= lt_max), None)
+    steady_from = warmup if saturated is None else max(warmup, saturated + 1)
+    if total - steady_from < max(3, total // 10):  # saturation too late to measure after it
+        steady_from = min(warmup, total - 1)
+    window = range(steady_from, total)
+    out_variants = {}
+    for v in variants:
+        secs = [v.seconds[i] for i in window]
+        steady = sum(secs)
+        out_variants[v.name] = {
+            "description": v.description,
+            "fps_steady": len(secs) / steady if steady > 0 else None,
+            "seconds_per_frame": {
+                "mean": steady / max(1, len(secs)),
+                "median": sorted(secs)[len(secs) // 2] if secs else None,
+                "min": min(secs) if secs else None,
+                "first_frames": v.seconds[: min(total, warmup)],
+            },
+            "stage_seconds_per_frame": {
+                s: sum(v.stages[s][i] for i in window) / max(1, len(secs)) for s in InferenceCore.STAGES
+            },
+            "memory_elements_steady_mean": sum(v.elements[i] for i in window) / max(1, len(secs)),
+            "memory_elements_max": max(v.elements),
+            "memory_store_mib_max": max(v.memory_mib),
+        }
+    summary: dict[str, object] = {"fps": {k: r["fps_steady"] for k, r in out_variants.items()}}
+    if "xmem" in out_variants:
+        summary["speedup_vs_xmem"] = out_variants["ours"]["fps_steady"] / out_variants["xmem"]["fps_steady"]
+        summary["stage_speedup_vs_xmem"] = {
+            s: (out_variants["xmem"]["stage_seconds_per_frame"][s] / out_variants["ours"]["stage_seconds_per_frame"][s])
+            if out_variants["ours"]["stage_seconds_per_frame"][s] > 0 else None
+            for s in InferenceCore.STAGES
+        }
+        summary["label_agreement_min"] = min(agreement) if agreement else None
+        summary["label_agreement_mean"] = sum(agreement) / len(agreement) if agreement else None
+    if "ours_eager" in out_variants:
+        summary["speedup_compiled_vs_eager"] = (
+            out_variants["ours"]["fps_steady"] / out_variants["ours_eager"]["fps_steady"]
+        )
+        if "xmem" in out_variants:
+            summary["speedup_eager_vs_xmem"] = (
+                out_variants["ours_eager"]["fps_steady"] / out_variants["xmem"]["fps_steady"]
+            )
+
+    memory_report = summarize_memory(host, ours.long_term, saturated, steady_from)
+
+    flops = None
+    if count_flops:
+        # the GEMM rate again after the video: on a shared machine the better of the two is the peak
+        machine_gflops = max(machine_gflops, gemm_gflops(dev))
+        hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
+        n_objects = ours.core.memory.num_objects
+        per_group = int(out_variants["ours"]["memory_elements_steady_mean"] / max(1, len(ours.core.memory.groups)))
+        flops = {"memory_elements_per_group": per_group, "gflop_per_frame": {}}
+        for v in variants:
+            net = model if v.name != "xmem" else baseline
+            flops["gflop_per_frame"][v.name] = stage_flops(net, (hp, wp), n_objects, max(1, per_group), v.core.config)
+        totals = {k: f["total"] for k, f in flops["gflop_per_frame"].items()}
+        flops["machine_gflops_fp32"] = machine_gflops
+        flops["floor_fps"] = {k: machine_gflops / g for k, g in totals.items()}
+        flops["achieved_gflops"] = {k: totals[k] * out_variants[k]["fps_steady"] for k in totals}
+        flops["fraction_of_floor"] = {k: out_variants[k]["fps_steady"] / flops["floor_fps"][k] for k in totals}
+        if "xmem" in totals:
+            flops["max_speedup_vs_xmem"] = totals["xmem"] / totals["ours"]
+
+    return {
+        "video": name,
+        "frames": total,
+        "size": [h, w],
+        "padded_size": [-(-h // 16) * 16, -(-w // 16) * 16],
+        "objects": ours.core.memory.num_objects,
+        "prefilled_memory_frames": prefilled,
+        "steady_from_frame": steady_from,
+        "summary": summary,
+        "variants": out_variants,
+        "memory": memory_report,
+        "flops": flops,
+        "series": {
+            "seconds": {v.name: v.seconds for v in variants},
+            "memory_elements": {v.name: v.elements for v in variants},
+            "long_term_elements": {v.name: v.long_term for v in variants},
+            "memory_store_mib": {v.name: v.memory_mib for v in variants},
+            **{k: vals for k, vals in host.items() if vals},
+        },
+    }
+
+
+def _headline(video: dict) -> dict:
+    out = dict(video["summary"])
+    out["frames"] = video["frames"]
+    flops = video["flops"]
+    if flops:
+        out["gflop_per_frame"] = {k: round(f["total"], 2) for k, f in flops["gflop_per_frame"].items()}
+        out["floor_fps"] = flops["floor_fps"]
+        if "max_speedup_vs_xmem" in flops:
+            out["max_speedup_vs_xmem"] = flops["max_speedup_vs_xmem"]
+    memory = video["memory"]
+    out["memory_flat_after_saturation"] = memory.get("flat_after_saturation")
+    out["saturated_at_frame"] = memory.get("saturated_at_frame")
+    out.pop("stage_speedup_vs_xmem", None)
+    return out
+
+
+def _plot(out_dir: Path, tag: str, video: dict) -> None:
+    series = video["series"]
+    frames = list(range(video["frames"]))
+    window = max(1, min(25, video["frames"] // 20))
+    fps = Panel(f"{video['video']}: FPS ({window}-frame moving average)", "frames/s")
+    for name, secs in series["seconds"].items():
+        fps.series[name] = (frames, [1 / s if s > 0 else None for s in _moving_average(secs, window)])
+    mem = Panel(f"{video['video']}: process memory", "MiB", y_zero=False)
+    mem.series["resident"] = (frames, series["rss_mib"])
+    mem.series["peak resident"] = (frames, series["peak_rss_mib"])
+    if "gpu_mib" in series:
+        mem.series["GPU allocated"] = (frames, series["gpu_mib"])
+        mem.series["GPU peak"] = (frames, series["gpu_peak_mib"])
+    elements = Panel(f"{video['video']}: memory elements (working + long-term, all groups)", "elements")
+    for name, values in series["memory_elements"].items():
+        elements.series[name] = (frames, values)
+        break  # the variants' memories are the same size; one line
+    elements.series["long-term"] = (frames, next(iter(series["long_term_elements"].values())))
+    store = Panel(f"{video['video']}: memory store buffers (keys, values, usage; capacity allocated)", "MiB")
+    for name, values in series["memory_store_mib"].items():
+        store.series[name] = (frames, values)
+    stem = f"longtime_{tag}_{video['video']}"
+    save_plot(out_dir / f"{stem}_fps.png", [fps], "frame")
+    save_plot(out_dir / f"{stem}_memory.png", [mem, elements, store], "frame")
+
+
+class _progress:
+    """Rich progress over frames (or nothing); ``advance(seconds)`` per frame."""
+
+    def __init__(self, enabled: bool, name: str) -> None:
+        self.enabled, self.name, self._bar = enabled, name, None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda seconds: None
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn(f"{self.name}"), TextColumn("{task.completed} frames"),
+                             TextColumn("{task.fields[fps]}"), TimeElapsedColumn())
+        self._bar.__enter__()
+        task = self._bar.add_task(self.name, total=None, fps="")
+
+        def advance(seconds: float) -> None:
+            self._bar.update(task, advance=1, fps=f"{1 / seconds:.2f} FPS" if seconds > 0 else "")
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
