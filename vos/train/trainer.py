@@ -96,6 +96,9 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
     torch.manual_seed(tcfg.seed + env.rank)
+    # data first: a missing dataset root is reported before weights are built or downloaded
+    dataset = ClipDataset(config.data, seed=tcfg.seed, total_draws=tcfg.iterations * tcfg.batch_size * env.world)
+    end = tcfg.iterations if stop_at is None else min(stop_at, tcfg.iterations)
 
     model = build_model(config).to(device)
     model.train()
@@ -118,8 +121,6 @@ def train(
     if not weak and config.data.supervision != "mask":
         raise VosError("train.objective 'oracle' needs masks: set data.supervision to 'mask'")
 
-    dataset = ClipDataset(config.data, seed=tcfg.seed, total_draws=tcfg.iterations * tcfg.batch_size * env.world)
-    end = tcfg.iterations if stop_at is None else min(stop_at, tcfg.iterations)
     sampler = DrawSampler(start, end, tcfg.batch_size, env.rank, env.world)
     loader = DataLoader(
         dataset, batch_size=tcfg.batch_size, sampler=sampler, collate_fn=collate,
