@@ -32,9 +32,7 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from vos.bench.environment import environment
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -132,40 +132,6 @@ def _time(fn: Callable, tensors: dict, device: torch.device) -> tuple[float, tup
     return (time.perf_counter() - start) * 1e3, out
 
 
-def _environment(device: torch.device) -> dict:
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    env["cpu"] = cpu
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    try:
-        root = Path(__file__).resolve().parents[1]
-        env["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
-    return env
-
-
 def run(
     out_dir: str | Path,
     quick: bool = False,
@@ -242,7 +208,7 @@ def run(
         "benchmark": "memory_read",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": dev.type,
-        "environment": _environment(dev),
+        "environment": environment(dev),
         "settings": {
             "hw": HW, "ck": CK, "cv_per_object": CV, "top_k": TOP_K, "batch": 1, "dtype": "float32",
             "need_usage": True, "repeats": repeats, "quick": quick, "statistic": "median",

@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from vos.bench.environment import environment
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -247,38 +247,6 @@ def bench_share(
 
 
 # ---------------------------------------------------------------------------------------- the run
-def _environment(device: torch.device) -> dict:
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            env["cpu"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        env["cpu"] = platform.processor()
-    if device.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(device)
-        env["cuda"] = torch.version.cuda
-    try:
-        root = Path(__file__).resolve().parents[1]
-        env["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
-    return env
-
-
 def run(
     out_dir: str | Path,
     quick: bool = False,
@@ -330,7 +298,7 @@ def run(
         "benchmark": "weak_losses",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": dev.type,
-        "environment": _environment(dev),
+        "environment": environment(dev),
         "settings": {
             "loss_config": "LossConfig() defaults (stacked projection, pairwise K=3 d=2, temporal 3x3 patches, "
             "3x3 candidates spaced 3, top-5, target patch, detach soft, normalize pixels)",
