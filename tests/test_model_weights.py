@@ -16,17 +16,12 @@ from vos.errors import CheckpointError, ConfigError
 from vos.model import ModelConfig, XMem, convert_checkpoint, infer_config, load_model, load_weights, save_weights
 
 # the official key list: a copy in tests/data if the repository carries one, else the shared reference
-KEYS_FILE = next(
-    (p for p in (Path(__file__).parent / "data" / "xmem_state_dict_keys.txt",
-                 Path("/work/shared/reference/xmem_state_dict_keys.txt")) if p.is_file()),
-    Path(__file__).parent / "data" / "xmem_state_dict_keys.txt",
-)
+# The official key list is committed beside the tests (copied from the shared reference).
+KEYS_FILE = Path(__file__).parent / "data" / "xmem_state_dict_keys.txt"
 
 
 def official_like_state_dict(conv1_channels: int = 5) -> dict[str, torch.Tensor]:
     """Random tensors with exactly the official checkpoint's keys and shapes (from the key list)."""
-    if not KEYS_FILE.is_file():
-        pytest.skip(f"{KEYS_FILE} not available")
     gen = torch.Generator().manual_seed(0)
     state = {}
     for line in KEYS_FILE.read_text().splitlines():
