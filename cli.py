@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and check datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+analyze_app = typer.Typer(help="Dataset analyses from the thesis (Table 3.1, Fig. A.2).", no_args_is_help=True)
+app.add_typer(analyze_app, name="analyze")
 
 console = Console()
 
@@ -325,6 +327,74 @@ def bench_cmd(
                                   prefill=prefill, threads=threads)
             console.print_json(data=result.get("summary", {}))
     console.print(f"results in {out}")
+
+
+@analyze_app.command("consistency")
+def analyze_consistency(
+    root: Path = typer.Argument(..., help="DAVIS- or YouTube-VOS-layout root (with masks)."),
+    split: str = typer.Option("train", help="Split to sample clips from."),
+    clips: int = typer.Option(200, help="Clips drawn with the training pre-processing."),
+    config: Optional[Path] = typer.Option(None, help="Training config whose data/losses settings to use (default: the thesis's: 8 frames, 384², stride 4)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field of that config, e.g. --set data.size=96."),
+    seed: int = typer.Option(0, help="Clip sampling seed."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as JSON here."),
+) -> None:
+    """Table 3.1: supervision proportion and precision of temporal colour matching per threshold τ."""
+    import json
+
+    from vos.config import load_config
+    from vos.data.analysis import temporal_consistency
+
+    with user_errors():
+        if clips < 1:
+            raise VosError(f"--clips must be >= 1, got {clips}")
+        cfg = load_config(config, list(set_))
+        with _progress() as bar:
+            task = bar.add_task("clips", total=clips)
+            result = temporal_consistency(root, clips=clips, data=cfg.data, losses=cfg.losses, split=split, seed=seed,
+                                          progress=lambda done, total: bar.update(task, completed=done))
+    table = Table(title=f"temporal colour matching on {root} ({split}, {clips} clips, {result['frames']}×{result['size']}², stride {result['stride']})")
+    table.add_column("τ")
+    for tau in result["taus"]:
+        table.add_column(f"{tau:g}", justify="right")
+    table.add_row("supervision proportion", *[f"{100 * v:.2f}%" for v in result["proportion"]])
+    table.add_row("precision", *["–" if v != v else f"{v:.3f}" for v in result["precision"]])
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {out}")
+
+
+@analyze_app.command("fill")
+def analyze_fill(
+    root: Path = typer.Argument(..., help="DAVIS- or YouTube-VOS-layout root (with masks)."),
+    split: Optional[str] = typer.Option(None, help="Split (default: DAVIS val / YouTube valid)."),
+    out: Path = typer.Option(Path("fill.png"), "--out", help="Histogram PNG (a .json with the counts is written beside it)."),
+    bins: int = typer.Option(20, help="Histogram bins over [0, 1]."),
+    max_videos: Optional[int] = typer.Option(None, help="Only the first N videos (the thesis used 1,000)."),
+) -> None:
+    """Fig. A.2: histogram of mask area / tight-box area over every object in every annotated frame."""
+    import json
+    import statistics
+
+    from vos.bench.plot import save_histogram
+    from vos.data.analysis import fill_ratios, histogram
+
+    with user_errors():
+        if bins < 1:
+            raise VosError(f"--bins must be >= 1, got {bins}")
+        ratios = fill_ratios(root, split=split, max_videos=max_videos)
+        if not ratios:
+            raise VosError(f"{root}: no annotated objects found")
+    edges, counts = histogram(ratios, bins)
+    mean, median = statistics.fmean(ratios), statistics.median(ratios)
+    save_histogram(out, edges, counts, title=f"fraction of the box covered by the mask: {root}",
+                   xlabel="mask area / box area", note=f"{len(ratios)} objects x frames, mean {mean:.3f}, median {median:.3f}")
+    out.with_suffix(".json").write_text(json.dumps(
+        {"root": str(root), "split": split, "count": len(ratios), "mean": mean, "median": median,
+         "bin_edges": edges, "counts": counts}, indent=2))
+    console.print(f"{len(ratios)} objects×frames: mean fill {mean:.3f}, median {median:.3f}; histogram {out}")
 
 
 @app.command("convert")

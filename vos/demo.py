@@ -57,7 +57,8 @@ def area_ratio(pred_dir: Path, gt_dir: Path, sequences: list[str]) -> float:
     return sum(ratios) / len(ratios) if ratios else float("nan")
 
 
-def _summary(report: dict, pred_dir: Path, gt_dir: Path, sequences: list[str]) -> dict:
+def summarise_eval(report: dict, pred_dir: Path, gt_dir: Path, sequences: list[str]) -> dict:
+    """The figures the demo and the study report for one evaluation (fractions, not percent)."""
     g = report["global"]
     return {
         "J&F": g["J&F-Mean"],
@@ -136,7 +137,7 @@ def run_demo(root: str | Path = "data/synthetic", out: str | Path = "runs/demo",
         log(f"evaluating on the val split with {init} init …")
         eval_dir = out / f"eval-{init}"
         report = evaluate("synthetic", root, final, eval_dir, init=init, size=-1, progress=progress)
-        results[init] = _summary(report, eval_dir / "predictions", gt_dir, sequences)
+        results[init] = summarise_eval(report, eval_dir / "predictions", gt_dir, sequences)
     overlay_strip(root, sequences[0], out / "eval-box" / "predictions", out / "overlay.png")
     record = {
         "weights": str(final),

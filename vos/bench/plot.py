@@ -121,3 +121,48 @@ def save_plot(
     image.save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+def save_histogram(
+    path: str | os.PathLike, edges: list[float], counts: list[int], title: str, xlabel: str,
+    ylabel: str = "objects x frames", width: int = 720, height: int = 360, note: str | None = None,
+) -> Path:
+    """A bar chart of a histogram (``edges``: left bin edges, equal widths; ``counts`` per bin)."""
+    path = Path(path)
+    font = ImageFont.load_default()
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 78, 20, 30, 46
+    box = (left, top, width - right, height - bottom)
+    step = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
+    x_lo, x_hi = edges[0], edges[-1] + step
+    y_ticks = nice_ticks(0.0, max(counts) * 1.05 if counts and max(counts) else 1.0)
+    y_hi = y_ticks[-1] or 1.0
+
+    def to_px(x: float, y: float) -> tuple[float, float]:
+        return (box[0] + (x - x_lo) / (x_hi - x_lo) * (box[2] - box[0]), box[3] - y / y_hi * (box[3] - box[1]))
+
+    for t in y_ticks:
+        _, py = to_px(x_lo, t)
+        draw.line([(box[0], py), (box[2], py)], fill=(225, 225, 225))
+        draw.text((box[0] - 6, py), _fmt(t), fill="black", font=font, anchor="rm")
+    for t in nice_ticks(x_lo, x_hi):
+        if x_lo <= t <= x_hi:
+            px, _ = to_px(t, 0)
+            draw.text((px, box[3] + 6), _fmt(t), fill="black", font=font, anchor="mt")
+    for edge, count in zip(edges, counts):
+        x0, y0 = to_px(edge, count)
+        x1, y1 = to_px(edge + step, 0)
+        if count:
+            draw.rectangle((x0 + 1, y0, x1 - 1, y1), fill=COLORS[0])
+    draw.rectangle(box, outline="black")
+    draw.text(((box[0] + box[2]) / 2, 8), title, fill="black", font=font, anchor="mt")
+    draw.text((6, top - 16), ylabel, fill="black", font=font)
+    draw.text(((box[0] + box[2]) / 2, box[3] + 24), xlabel, fill="black", font=font, anchor="mt")
+    if note:
+        draw.text((box[0] + 8, box[1] + 8), note, fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

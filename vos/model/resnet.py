@@ -25,13 +25,33 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     XMem trains with BN in eval mode (SPEC §2); the affine weight and bias still learn. ``train()``
     keeps this module in eval mode whatever the parent asks, so ``model.train()`` cannot unfreeze it.
     Same state-dict keys as ``nn.BatchNorm2d`` (num_batches_tracked included).
+
+    ``update_statistics`` (set by :func:`update_batchnorm_statistics_`) turns it back into an ordinary
+    BatchNorm for training from random initialisation: there the running statistics are the identity
+    (mean 0, variance 1), so frozen BN would leave the ResNet without any normalisation.
     """
 
+    update_statistics: bool = False
+
     def train(self, mode: bool = True) -> "FrozenBatchNorm2d":
-        return super().train(False)
+        return super().train(mode and self.update_statistics)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # only reachable with update_statistics
+            return super().forward(x)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+def update_batchnorm_statistics_(module: nn.Module) -> int:
+    """Let every FrozenBatchNorm2d in ``module`` normalise with batch statistics in train mode and
+    update its running statistics (as ``nn.BatchNorm2d``); eval mode still uses the running ones.
+    Returns how many layers were switched. Call before ``module.train()``."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.update_statistics = True
+            count += 1
+    return count
 
 
 def make_layers(arch: str) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:

@@ -30,6 +30,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # older periodic checkpoints are deleted
     num_ref_frames: int = 3  # memory frames read per step (XMem)
     deep_update_prob: float = 0.2  # probability of a deep sensory update on a memory frame (XMem)
+    # "frozen": XMem's BN in eval mode (right for ImageNet-initialised trunks). "update": ordinary
+    # BatchNorm while training — for random initialisation, where the frozen statistics are the
+    # identity and the ResNets would train without normalisation.
+    bn_statistics: Literal["frozen", "update"] = "frozen"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints", "num_ref_frames"):
@@ -39,5 +43,7 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every must be >= 0, got {self.sample_every}")
         if not 0.0 <= self.deep_update_prob <= 1.0:
             raise ConfigError(f"train.deep_update_prob must lie in [0, 1], got {self.deep_update_prob}")
+        if self.bn_statistics not in ("frozen", "update"):
+            raise ConfigError(f"train.bn_statistics must be 'frozen' or 'update', got {self.bn_statistics!r}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")

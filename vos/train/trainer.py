@@ -25,6 +25,7 @@ from vos.errors import VosError
 from vos.losses import OracleLoss, WeakLoss
 from vos.losses.resample import box_masks
 from vos.model.network import XMem
+from vos.model.resnet import update_batchnorm_statistics_
 from vos.model.weights import load_model, save_weights
 from vos.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vos.train.recurrence import ClipRecurrence
@@ -101,6 +102,8 @@ def train(
     end = tcfg.iterations if stop_at is None else min(stop_at, tcfg.iterations)
 
     model = build_model(config).to(device)
+    if tcfg.bn_statistics == "update":
+        update_batchnorm_statistics_(model)
     model.train()
     recurrence = ClipRecurrence(model, tcfg.num_ref_frames, tcfg.deep_update_prob, backend=config.memory.backend)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr, weight_decay=tcfg.weight_decay)
