@@ -135,7 +135,7 @@ def summarise(work: Path, out: Path) -> dict:
                 row[init]["relative_to_oracle"] = row[init]["J&F"] / oracle[init]["J&F"]
     study = {
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
-        "environment": environment(),
+        "environment": environment(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "command": "python bench/study.py --root data/synthetic --work runs/study --out bench/results --jobs 2",
         "variants": [rows[n] for n in ORDER if n in rows],
     }
