@@ -37,7 +37,7 @@ from vos.errors import DataError
 from vos.losses.color import frames_to_lab
 from vos.losses.config import LossConfig
 from vos.losses.resample import area_downsample
-from vos.losses.weak import temporal_matches
+from vos.losses.weak import candidate_offsets, temporal_matches
 
 TABLE_3_1_TAUS = (0.0, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3)
 
@@ -106,7 +106,7 @@ def _clip_consistency(sample: dict, taus: tuple[float, ...], losses: LossConfig)
     labels = area_downsample(masks.float(), stride) > 0.5  # T×N_o×h×w, the label of a loss pixel
     frames, objects, height, width = labels.shape
     following = (torch.arange(frames) + 1) % frames
-    offsets = _offsets(losses)
+    offsets = candidate_offsets(losses.temp_candidates, losses.temp_spacing)
     radius = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
     # same[c]: p and p + offset_c in the next frame carry the same label, per object (T×N_o×h×w)
     padded = torch.nn.functional.pad(labels[following].float(), (radius,) * 4, value=-1.0)
@@ -129,12 +129,6 @@ def _clip_consistency(sample: dict, taus: tuple[float, ...], losses: LossConfig)
         if matches:
             precision[i] = int((kept & same).sum()) / matches
     return proportion, precision
-
-
-def _offsets(losses: LossConfig) -> list[tuple[int, int]]:
-    from vos.losses.weak import candidate_offsets
-
-    return candidate_offsets(losses.temp_candidates, losses.temp_spacing)
 
 
 def fill_ratios(root: str | os.PathLike, split: str | None = None, max_videos: int | None = None) -> list[float]:
