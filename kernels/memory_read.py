@@ -102,7 +102,8 @@ class Blocks:
             raise ValueError(f"Blocks.splits must be a power of two or None, got {self.splits}")
 
 
-DEFAULT_BLOCKS = Blocks()
+DEFAULT_TOPK_BLOCKS = Blocks()  # top-k read (inference)
+DEFAULT_FULL_BLOCKS = Blocks()  # full-softmax read and its backward (training)
 
 # fp32 dots in IEEE precision: the top-k choice and the softmax must match the fp32 reference.
 _PREC = "ieee"
@@ -511,6 +512,15 @@ def _key_args(mk: torch.Tensor, qk: torch.Tensor, qe: torch.Tensor) -> tuple[int
     return (*mk.stride(), *qk.stride(), *qe.stride())
 
 
+def auto_splits(n: int, hw: int, batch: int, block_n: int, sm_count: int, block_q: int) -> int:
+    """N splits of the top-k selection when ``Blocks.splits`` is None: enough programs for ~2 waves
+    on a device with ``sm_count`` multiprocessors, each split streaming at least 2 tiles of
+    ``block_n`` elements; a power of two, at most 16."""
+    want = triton.cdiv(2 * sm_count, triton.cdiv(hw, block_q) * batch)
+    most = max(1, n // (2 * block_n))
+    return max(1, min(_next_pow2(want), 16, 1 << (most.bit_length() - 1)))
+
+
 def _topk_select(
     mk: torch.Tensor,
     ms: torch.Tensor | None,
@@ -531,13 +541,7 @@ def _topk_select(
     block_n = max(blocks.mem, k_pad)
     block_q = blocks.query
     q_blocks = triton.cdiv(hw, block_q)
-    if blocks.splits is not None:
-        splits = blocks.splits
-    else:
-        # Enough programs for ~2 waves on the device, each split streaming at least 2 tiles.
-        want = triton.cdiv(2 * _sm_count(dev), q_blocks * b)
-        most = max(1, n // (2 * block_n))
-        splits = max(1, min(_next_pow2(want), 16, 1 << (most.bit_length() - 1)))
+    splits = blocks.splits if blocks.splits is not None else auto_splits(n, hw, b, block_n, _sm_count(dev), block_q)
     n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
     splits = triton.cdiv(n, n_per_split)  # no empty split
     splits = _next_pow2(splits)  # the candidate row must be a power of two; extra splits stay empty
@@ -718,7 +722,8 @@ def memory_read_triton(
         top_k: softmax over the min(top_k, N) most similar elements per query pixel (inference
             kernels); None, or top_k ≥ N, is the full softmax (differentiable: Triton backward).
         need_usage: also return the usage B×N (per memory element, the summed softmax weight).
-        blocks: tile sizes (tests use small ones); None = ``DEFAULT_BLOCKS``.
+        blocks: tile sizes (tests use small ones); None = ``DEFAULT_TOPK_BLOCKS`` for a top-k read,
+            ``DEFAULT_FULL_BLOCKS`` for a full-softmax one.
 
     Returns:
         (readout B×C×HW in mem_values' dtype, usage B×N in fp32 (fp64 for fp64 keys) or None).
@@ -734,9 +739,8 @@ def memory_read_triton(
         raise ValueError(f"mem_values must be B×C×N = {b}×C×{n}, got {tuple(mem_values.shape)}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
-    blocks = DEFAULT_BLOCKS if blocks is None else blocks
-
     if top_k is None or top_k >= n:
+        blocks = DEFAULT_FULL_BLOCKS if blocks is None else blocks
         outputs = _FullSoftmaxRead.apply(
             mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, need_usage, blocks
         )
@@ -746,4 +750,4 @@ def memory_read_triton(
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     if needs_grad or top_k > MAX_TOP_K:
         return reference._read_sparse(*inputs, top_k, need_usage)
-    return _topk_read(*inputs, top_k, need_usage, blocks)
+    return _topk_read(*inputs, top_k, need_usage, DEFAULT_TOPK_BLOCKS if blocks is None else blocks)
