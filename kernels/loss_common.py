@@ -30,14 +30,17 @@ class LossBlocks:
     pixels: pixels per program of the pairwise / temporal kernels (a flat block of one image).
     lab: pixels per program of the Lab conversion. rows: image rows per step of the projection
     kernels (each step reads rows × next_pow2(W) values). images: images per step of the
-    projection's final reduction. The defaults are untuned starting points (written without a GPU).
+    projection's final reduction. The defaults are not timed (no GPU was lent) but chosen so that no
+    kernel spills more than a few bytes per thread when ptxas compiles it for sm_90 / sm_80
+    (``python -m kernels.cross_compile``); the first ones, 256 pixels with 4 warps, spilled up to
+    21 KB per thread in the temporal kernels.
     """
 
-    pixels: int = 256
+    pixels: int = 128
     lab: int = 512
     rows: int = 8
     images: int = 16
-    num_warps: int = 4
+    num_warps: int = 8
 
     def __post_init__(self) -> None:
         for name in ("pixels", "lab", "rows", "images"):

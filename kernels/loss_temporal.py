@@ -157,9 +157,11 @@ def _temporal_fwd_kernel(
         partner = logits_ptr + (bn * T + t2) * hw
         acc = tl.zeros([BLOCK, C_PAD], COMPUTE)
         cnt = tl.zeros([BLOCK, C_PAD], COMPUTE)
-        for qy in tl.static_range(2 * HALF_Q + 1):
+        # Runtime loops over the patch offsets, not tl.static_range: unrolled, the BLOCK × C_PAD
+        # temporaries of all offsets stayed live and ptxas spilled up to 21 KB per thread (sm_90).
+        for qy in range(2 * HALF_Q + 1):
             py = y[:, None] + dy[None, :] + (qy - HALF_Q)
-            for qx in tl.static_range(2 * HALF_Q + 1):
+            for qx in range(2 * HALF_Q + 1):
                 px = x[:, None] + dx[None, :] + (qx - HALF_Q)
                 ok = kept & (py >= 0) & (py < H) & (px >= 0) & (px < W)
                 other = tl.load(partner + tl.where(ok, py * W + px, 0), mask=ok, other=0.0).to(COMPUTE)
@@ -203,8 +205,8 @@ def _temporal_bwd_kernel(
         prv = logits_ptr + (bn * T + t_prev) * hw
         g_centre = tl.zeros([BLOCK, C_PAD], COMPUTE)
         g_partner = tl.zeros([BLOCK, C_PAD], COMPUTE)
-        for qy in tl.static_range(2 * HALF_Q + 1):
-            for qx in tl.static_range(2 * HALF_Q + 1):
+        for qy in range(2 * HALF_Q + 1):  # runtime loops: see _temporal_fwd_kernel
+            for qx in range(2 * HALF_Q + 1):
                 # (a) r as the centre of pair t: its partner r + offset_c + q in frame t+1
                 py = y[:, None] + dy[None, :] + (qy - HALF_Q)
                 px = x[:, None] + dx[None, :] + (qx - HALF_Q)
