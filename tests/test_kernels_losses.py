@@ -246,10 +246,11 @@ def test_temporal_absent_objects_single_frame_and_fp32():
 def test_weak_loss_triton_backend_matches_torch():
     assert dispatch.kernel_module() is losses  # the real import path of the dispatch
     generator = torch.Generator().manual_seed(13)
-    batch, frames, objects, size = 1, 3, 2, 16
+    # Default tiles (blocks=None, what runs on a GPU): the 20×20 loss maps span 4 blocks of 128 pixels.
+    batch, frames, objects, size = 1, 3, 2, 40
     agg = torch.randn(batch, frames, objects + 1, size, size, generator=generator, requires_grad=True)
     rgb = torch.randint(0, 256, (batch, frames, 3, size, size), generator=generator, dtype=torch.uint8)
-    xyxy = torch.tensor([2.0, 3.0, 11.0, 14.0]).expand(batch, objects, frames, 4).clone()
+    xyxy = torch.tensor([2.0, 3.0, 31.0, 34.0]).expand(batch, objects, frames, 4).clone()
     box_valid = torch.ones(batch, objects, frames, dtype=torch.bool)
     box_valid[0, 1, 2] = False
     results = {}

@@ -163,6 +163,30 @@ def test_full_softmax_bf16():
     assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in leaves)
 
 
+def test_default_tiles_match_reference():
+    """The default tile sizes (what runs on a GPU; chosen by kernels.cross_compile) at shapes that
+    span several of their tiles: top-k read with usage, and the full read forward and backward."""
+    from kernels.memory_read import DEFAULT_FULL_BLOCKS, DEFAULT_TOPK_BLOCKS
+
+    # N = 80 > 2 element tiles of 32, HW = 40 > one query tile, 70 channels > one channel tile of 64.
+    args = _inputs(b=1, ck=16, n=80, hw=40, c=70)
+    got = memory_read_triton(*args, top_k=30, need_usage=True)  # blocks=None: the defaults
+    _assert_read_close(got, _reference(*args, top_k=30))
+    assert DEFAULT_TOPK_BLOCKS.mem < 80 and DEFAULT_TOPK_BLOCKS.query < 40 < 80
+
+    leaves_t = [t.clone().requires_grad_() for t in args]
+    leaves_r = [t.clone().requires_grad_() for t in args]
+    readout, _ = memory_read_triton(*leaves_t, top_k=None)
+    ref, _ = _reference(*leaves_r, top_k=None, need_usage=False)
+    torch.testing.assert_close(readout, ref, rtol=1e-5, atol=1e-5)
+    d_readout = torch.randn_like(ref)
+    readout.backward(d_readout)
+    ref.backward(d_readout)
+    for a, b in zip(leaves_t, leaves_r):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+    assert DEFAULT_FULL_BLOCKS.query < 40 and DEFAULT_FULL_BLOCKS.mem < 80 and DEFAULT_FULL_BLOCKS.channels < 70
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 @pytest.fixture
 def real_kernel(monkeypatch):
