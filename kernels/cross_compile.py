@@ -187,9 +187,10 @@ def compile_only(arch: int, records: list[CompiledRecord], scenario: Callable[[]
 # from it, and the split count is a compile-time constant.
 SM_COUNT = {80: 108, 90: 132}
 
-# DAVIS inference (480p at stride 16) and the thesis's training recipe (SPEC §7 / configs/full.yaml).
+# DAVIS inference (480p at stride 16) and the thesis's training recipe (SPEC §6 / configs/full.yaml;
+# XMem reads 3 reference frames per step).
 INFER_HW, INFER_MEMORY = 1620, (1620, 26200)
-TRAIN_BATCH, TRAIN_FRAMES, TRAIN_OBJECTS, TRAIN_SIZE = 8, 8, 3, 384
+TRAIN_BATCH, TRAIN_FRAMES, TRAIN_OBJECTS, TRAIN_SIZE, TRAIN_REF_FRAMES = 8, 8, 3, 384, 3
 CK, CV = 64, 512
 
 
@@ -228,7 +229,7 @@ def _memory_read_training(arch: int, step: Callable[[str], None], quick: bool) -
     from kernels.memory_read import memory_read_triton
 
     hw = (TRAIN_SIZE // 16) ** 2
-    n = (TRAIN_FRAMES - 2) * hw
+    n = TRAIN_REF_FRAMES * hw
     for dtype in () if quick else (torch.float32, torch.bfloat16):
         step(f"memory read, full softmax fwd+bwd, {str(dtype)[6:]}, B={TRAIN_BATCH}, N={n}, HW={hw}")
         inputs = [
