@@ -195,31 +195,25 @@ CK, CV = 64, 512
 
 
 def _memory_read_inference(arch: int, step: Callable[[str], None], quick: bool) -> None:
-    """Top-k read as the inference memory runs it: fp32, values element-major, with and without
-    usage, at the smallest and the largest memory (their split counts differ); quick: the largest
-    memory with usage only."""
-    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, memory_read_triton
+    """Top-k read as the inference memory runs it: fp32, values element-major, k = 30 with and
+    without usage at the largest and the smallest memory (their split counts differ), and a large
+    k = 100; the N splits are those the launcher picks on the GPU ``arch`` stands for. quick: the
+    largest memory with usage only."""
+    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, memory_read_triton, topk_tiles
 
-    blocks = DEFAULT_TOPK_BLOCKS
-    for n in INFER_MEMORY[-1:] if quick else INFER_MEMORY:
-        splits = auto_splits_for(n, INFER_HW, 1, arch)
-        for need_usage in (True,) if quick else (True, False):
-            step(f"memory read, top-k 30, N={n}, HW={INFER_HW}, splits={splits}, usage={need_usage}")
-            mk, ms = torch.randn(1, CK, n), torch.rand(1, 1, n) + 1
-            qk, qe = torch.randn(1, CK, INFER_HW), torch.rand(1, CK, INFER_HW)
-            mv = torch.randn(1, n, 2 * CV).transpose(1, 2)
-            with torch.inference_mode():
-                memory_read_triton(
-                    mk, ms, qk, qe, mv, top_k=30, need_usage=need_usage, blocks=replace(blocks, splits=splits)
-                )
-
-
-def auto_splits_for(n: int, hw: int, batch: int, arch: int) -> int:
-    """The split count ``kernels.memory_read`` picks for this shape on the GPU ``arch`` stands for."""
-    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, auto_splits
-
-    block_n = max(DEFAULT_TOPK_BLOCKS.mem, 32)  # K_PAD = 32 for top_k = 30
-    return auto_splits(n, hw, batch, block_n, SM_COUNT[arch], DEFAULT_TOPK_BLOCKS.query)
+    cases = [(n, 30, usage) for n in INFER_MEMORY[::-1] for usage in (True, False)]
+    cases.append((INFER_MEMORY[-1], 100, True))
+    for n, top_k, need_usage in cases[:1] if quick else cases:
+        splits = topk_tiles(n, INFER_HW, 1, top_k, DEFAULT_TOPK_BLOCKS, SM_COUNT[arch]).splits
+        step(f"memory read, top-k {top_k}, N={n}, HW={INFER_HW}, splits={splits}, usage={need_usage}")
+        mk, ms = torch.randn(1, CK, n), torch.rand(1, 1, n) + 1
+        qk, qe = torch.randn(1, CK, INFER_HW), torch.rand(1, CK, INFER_HW)
+        mv = torch.randn(1, n, 2 * CV).transpose(1, 2)
+        with torch.inference_mode():
+            memory_read_triton(
+                mk, ms, qk, qe, mv, top_k=top_k, need_usage=need_usage,
+                blocks=replace(DEFAULT_TOPK_BLOCKS, splits=splits),
+            )
 
 
 def _memory_read_training(arch: int, step: Callable[[str], None], quick: bool) -> None:

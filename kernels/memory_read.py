@@ -517,13 +517,35 @@ def _key_args(mk: torch.Tensor, qk: torch.Tensor, qe: torch.Tensor) -> tuple[int
     return (*mk.stride(), *qk.stride(), *qe.stride())
 
 
-def auto_splits(n: int, hw: int, batch: int, block_n: int, sm_count: int, block_q: int) -> int:
-    """N splits of the top-k selection when ``Blocks.splits`` is None: enough programs for ~2 waves
-    on a device with ``sm_count`` multiprocessors, each split streaming at least 2 tiles of
-    ``block_n`` elements; a power of two, at most 16."""
-    want = triton.cdiv(2 * sm_count, triton.cdiv(hw, block_q) * batch)
-    most = max(1, n // (2 * block_n))
-    return max(1, min(_next_pow2(want), 16, 1 << (most.bit_length() - 1)))
+@dataclass(frozen=True)
+class TopkTiles:
+    """Launch geometry of the top-k selection (kernels 1 and 2) for one shape."""
+
+    k_pad: int  # K_PAD: next power of two ≥ k, at least 2
+    block_n: int  # memory elements per tile (≥ K_PAD)
+    block_q: int  # query pixels per program
+    splits: int  # N splits (power of two; trailing ones may be empty)
+    n_per_split: int  # memory elements per split (a multiple of block_n)
+
+
+def topk_tiles(n: int, hw: int, batch: int, top_k: int, blocks: Blocks, sm_count: int) -> TopkTiles:
+    """Tiles and N splits of the top-k selection. ``sm_count``: multiprocessors of the device, used
+    when ``blocks.splits`` is None to aim at ~2 waves of programs, each split streaming at least
+    2 tiles (at most 16 splits)."""
+    k_pad = max(2, _next_pow2(min(top_k, n)))
+    block_n = max(blocks.mem, k_pad)
+    # Fewer query rows per program as K_PAD grows, so that the running top-K_PAD (int64 keys) stays
+    # in registers: at 32 rows, K_PAD = 64 / 128 spilled 0.5 / 10 KB per thread (ptxas, sm_90).
+    block_q = max(16, min(blocks.query, 1024 // k_pad))
+    splits = blocks.splits
+    if splits is None:
+        want = triton.cdiv(2 * sm_count, triton.cdiv(hw, block_q) * batch)
+        most = max(1, n // (2 * block_n))
+        splits = max(1, min(_next_pow2(want), 16, 1 << (most.bit_length() - 1)))
+    n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+    splits = triton.cdiv(n, n_per_split)  # no empty split
+    splits = _next_pow2(splits)  # the candidate row must be a power of two; extra splits stay empty
+    return TopkTiles(k_pad, block_n, block_q, splits, n_per_split)
 
 
 def _topk_select(
@@ -542,23 +564,18 @@ def _topk_select(
     hw = qk.shape[2]
     dev = mk.device
     k = min(top_k, n)
-    k_pad = max(2, _next_pow2(k))
-    block_n = max(blocks.mem, k_pad)
-    block_q = blocks.query
+    tiles = topk_tiles(n, hw, b, top_k, blocks, _sm_count(dev))
+    k_pad, block_q, splits = tiles.k_pad, tiles.block_q, tiles.splits
     q_blocks = triton.cdiv(hw, block_q)
-    splits = blocks.splits if blocks.splits is not None else auto_splits(n, hw, b, block_n, _sm_count(dev), block_q)
-    n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
-    splits = triton.cdiv(n, n_per_split)  # no empty split
-    splits = _next_pow2(splits)  # the candidate row must be a power of two; extra splits stay empty
 
     r = _row_scale(mk, ms, torch.float32)
     qe_ = _selection(qk, qe)
     cand = torch.empty(b, hw, splits * k_pad, dtype=torch.int64, device=dev)
     _topk_select_kernel[(q_blocks, splits, b)](
         mk, r, qk, qe_, cand,
-        n, hw, n_per_split,
+        n, hw, tiles.n_per_split,
         *_key_args(mk, qk, qe_),
-        CK=ck, BLOCK_CK=_block_ck(ck), BLOCK_Q=block_q, BLOCK_N=block_n,
+        CK=ck, BLOCK_CK=_block_ck(ck), BLOCK_Q=block_q, BLOCK_N=tiles.block_n,
         K_PAD=k_pad, NUM_SPLITS=splits, PREC=_PREC, num_warps=blocks.num_warps,
     )
     idx = torch.empty(b, hw, k_pad, dtype=torch.int32, device=dev)

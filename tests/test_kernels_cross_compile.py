@@ -70,10 +70,15 @@ def test_expected_kernels_lists_the_launchable_kernels_only():
     assert "_pack" not in names and "_load_2d" not in names  # jit helpers are not launched
 
 
-def test_auto_splits_follow_the_target_gpu():
-    from kernels import cross_compile
+def test_topk_tiles_follow_the_target_gpu_and_k():
+    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, topk_tiles
 
     # DAVIS inference: 51 query blocks of 32; 2 waves of an H100 (132 SMs) want 6 → 8 splits.
-    assert cross_compile.auto_splits_for(26200, 1620, 1, 90) == 8
-    assert cross_compile.auto_splits_for(26200, 1620, 1, 80) == 8  # 108 SMs: 5 → 8
-    assert cross_compile.auto_splits_for(100, 1620, 1, 90) == 1  # too few elements to split
+    tiles = topk_tiles(26200, 1620, 1, 30, DEFAULT_TOPK_BLOCKS, sm_count=132)
+    assert (tiles.k_pad, tiles.block_q, tiles.splits) == (32, 32, 8)
+    assert tiles.n_per_split % tiles.block_n == 0 and tiles.n_per_split * tiles.splits >= 26200
+    assert topk_tiles(26200, 1620, 1, 30, DEFAULT_TOPK_BLOCKS, sm_count=108).splits == 8  # A100: 5 → 8
+    assert topk_tiles(100, 1620, 1, 30, DEFAULT_TOPK_BLOCKS, sm_count=132).splits == 1  # too few elements
+    # A large k keeps fewer query rows per program (registers), never below tl.dot's 16.
+    large = topk_tiles(26200, 1620, 1, 100, DEFAULT_TOPK_BLOCKS, sm_count=132)
+    assert (large.k_pad, large.block_n, large.block_q) == (128, 128, 16)

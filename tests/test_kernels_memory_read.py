@@ -187,6 +187,15 @@ def test_default_tiles_match_reference():
     assert DEFAULT_FULL_BLOCKS.query < 40 and DEFAULT_FULL_BLOCKS.mem < 80 and DEFAULT_FULL_BLOCKS.channels < 70
 
 
+def test_large_k_with_smaller_query_tiles_matches_reference():
+    """k = 50 (K_PAD 64): the selection halves its query rows per program (32 → 16)."""
+    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, topk_tiles
+
+    args = _inputs(b=1, ck=16, n=150, hw=40, c=20)
+    assert topk_tiles(150, 40, 1, 50, DEFAULT_TOPK_BLOCKS, sm_count=1).block_q == 16
+    _assert_read_close(memory_read_triton(*args, top_k=50, need_usage=True), _reference(*args, top_k=50))
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 @pytest.fixture
 def real_kernel(monkeypatch):
