@@ -331,11 +331,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the CPU "tensors" are only placeholders; keep the cores for compiling
     started = time.perf_counter()
     records: list[CompiledRecord] = []
+    previous_cache = os.environ.get("TRITON_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache:
         # A fresh cache: every kernel really goes through the compiler (and compile_s means it).
         os.environ["TRITON_CACHE_DIR"] = cache
-        for arch in args.arch or [90]:
-            records += cross_compile(arch, args.scenario, args.quick)
+        try:
+            for arch in args.arch or [90]:
+                records += cross_compile(arch, args.scenario, args.quick)
+        finally:
+            if previous_cache is None:
+                os.environ.pop("TRITON_CACHE_DIR", None)
+            else:
+                os.environ["TRITON_CACHE_DIR"] = previous_cache
     # Coverage is checked when every scenario ran: a kernel no scenario launches is never compiled.
     missing = set() if args.scenario else expected_kernels() - {r.kernel for r in records}
     for r in records:
