@@ -19,7 +19,10 @@ What it cannot tell: that the cubin computes the right numbers (the interpreter 
 against the PyTorch references) or how fast it runs — both need a GPU.
 
 Run it in a process where ``TRITON_INTERPRET`` is unset: under the interpreter ``triton.jit`` builds
-interpreted functions that never reach the compiler (``main`` refuses).
+interpreted functions that never reach the compiler (``main`` refuses). Inside ``compile_only`` the
+patch is process-wide: no other thread may launch Triton kernels meanwhile. Written against the
+internals of Triton 3.8 (the version torch 2.14 pins): ``JITFunction.run`` / ``device_caches`` and
+the driver registry.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class CompiledRecord:
     kernel: str
     scenario: str
     arch: int
-    compile_s: float
+    compile_s: float  # Triton's time to the cubin (a disk-cache read if TRITON_CACHE_DIR has it)
     num_warps: int
     shared_bytes: int
     registers: int | None = None
@@ -95,9 +98,10 @@ class _CompileOnlyDriver(DriverBase):
         raise RuntimeError("compile-only driver: nothing can be timed without a GPU")
 
     def get_current_device(self) -> str:
-        # A key of its own in every JITFunction's per-device cache: a later real launch on device 0
-        # (or another arch) never picks up a kernel compiled for this target.
-        return f"compile-only-sm{self.arch}"
+        # A key of its own in every JITFunction's per-device cache, one per driver (i.e. per
+        # ``compile_only`` block): a real launch on device 0, another arch or a later block never
+        # picks up a kernel compiled here, and every block records its compiles afresh.
+        return f"compile-only-sm{self.arch}-{id(self)}"
 
     def get_current_stream(self, device=None) -> int:
         return 0
@@ -116,27 +120,38 @@ _PTXAS_FIELDS = {
     "stack_frame_bytes": re.compile(r"(\d+) bytes stack frame"),
 }
 
-
 def _ptxas_version() -> str:
     out = subprocess.run([_ptxas_path(90), "--version"], capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
 
 
-def ptxas_usage(ptx: str, arch: int) -> dict[str, int]:
-    """Registers per thread, spill and stack bytes that ``ptxas -v`` reports for ``ptx``."""
+# Largest shared memory one block may use (opt-in), bytes: A100 163 KB, H100 227 KB.
+SHARED_MEMORY_LIMIT = {80: 166_912, 90: 232_448}
+
+
+def ptxas_usage(ptx: str, arch: int, name: str) -> dict[str, int]:
+    """Registers per thread, spill and stack bytes of entry function ``name`` as ``ptxas -v``
+    reports them, with the register-allocation flags Triton's own cubin build passes."""
     gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernel.ptx"
         src.write_text(ptx)
         result = subprocess.run(
-            [_ptxas_path(arch), "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+            [_ptxas_path(arch), "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", str(src),
+             "-o", str(Path(tmp) / "kernel.cubin")],
             capture_output=True, text=True, check=True,
         )
     log = result.stdout + result.stderr
+    # The lines after "Compiling entry function 'name'" up to the next function belong to it.
+    start = log.find(f"Compiling entry function '{name}'")
+    if start < 0:
+        raise RuntimeError(f"ptxas -v printed nothing for entry function {name}:\n{log}")
+    end = log.find("Compiling entry function", start + 1)
+    section = log[start:] if end < 0 else log[start:end]
     usage = {}
-    for name, pattern in _PTXAS_FIELDS.items():
-        match = pattern.search(log)
-        usage[name] = int(match.group(1)) if match else 0
+    for field_name, pattern in _PTXAS_FIELDS.items():
+        match = pattern.search(section)
+        usage[field_name] = int(match.group(1)) if match else 0
     return usage
 
 
@@ -154,7 +169,11 @@ def compile_only(arch: int, records: list[CompiledRecord], scenario: Callable[[]
         start = time.perf_counter()
         kernel = original_run(self, *args, grid=grid, warmup=True, **kwargs)
         seconds = time.perf_counter() - start
-        if set(cache) - before:  # a new specialisation was compiled (not a cache hit)
+        if kernel is None or not hasattr(kernel, "asm"):
+            raise RuntimeError(
+                "compile_only: Triton returned no compiled kernel (a jit cache hook or async compile is on)"
+            )
+        if set(cache) - before:  # a new specialisation (compiled, or read from Triton's disk cache)
             meta = kernel.metadata
             # Constexpr values by parameter name (Triton keys them by argument path, e.g. (12,)).
             constants = {
@@ -165,7 +184,7 @@ def compile_only(arch: int, records: list[CompiledRecord], scenario: Callable[[]
                 CompiledRecord(
                     kernel=self.fn.__name__, scenario=scenario(), arch=arch, compile_s=round(seconds, 2),
                     num_warps=meta.num_warps, shared_bytes=meta.shared, constants=constants,
-                    **ptxas_usage(kernel.asm["ptx"], arch),
+                    **ptxas_usage(kernel.asm["ptx"], arch, meta.name),
                 )
             )
         return kernel
@@ -189,25 +208,26 @@ SM_COUNT = {80: 108, 90: 132}
 
 # DAVIS inference (480p at stride 16) and the thesis's training recipe (SPEC §6 / configs/full.yaml;
 # XMem reads 3 reference frames per step).
-INFER_HW, INFER_MEMORY = 1620, (1620, 26200)
+INFER_HW, INFER_MEMORY = 1620, (1620, 26200)  # query pixels; memory elements (1 frame, full)
 TRAIN_BATCH, TRAIN_FRAMES, TRAIN_OBJECTS, TRAIN_SIZE, TRAIN_REF_FRAMES = 8, 8, 3, 384, 3
 CK, CV = 64, 512
 
 
 def _memory_read_inference(arch: int, step: Callable[[str], None], quick: bool) -> None:
-    """Top-k read as the inference memory runs it: fp32, values element-major, k = 30 with and
-    without usage at the largest and the smallest memory (their split counts differ), and a large
-    k = 100; the N splits are those the launcher picks on the GPU ``arch`` stands for. quick: the
-    largest memory with usage only."""
+    """Top-k read as the inference memory runs it: fp32, values element-major; k = 30 at full memory
+    with and without usage, k = 30 on a tiny memory (one split) and k = 100 (K_PAD 128). The N
+    splits are those the launcher picks on the GPU ``arch`` stands for (a compile-time constant).
+    quick: the first case only."""
     from kernels.memory_read import DEFAULT_TOPK_BLOCKS, memory_read_triton, topk_tiles
 
-    cases = [(n, 30, usage) for n in INFER_MEMORY[::-1] for usage in (True, False)]
-    cases.append((INFER_MEMORY[-1], 100, True))
-    for n, top_k, need_usage in cases[:1] if quick else cases:
-        splits = topk_tiles(n, INFER_HW, 1, top_k, DEFAULT_TOPK_BLOCKS, SM_COUNT[arch]).splits
-        step(f"memory read, top-k {top_k}, N={n}, HW={INFER_HW}, splits={splits}, usage={need_usage}")
+    full, tiny = INFER_MEMORY[-1], 100  # N = 100: one 160×160 frame at stride 16
+    cases = [(full, INFER_HW, 30, True), (full, INFER_HW, 30, False), (tiny, tiny, 30, True),
+             (full, INFER_HW, 100, True)]
+    for n, hw, top_k, need_usage in cases[:1] if quick else cases:
+        splits = topk_tiles(n, hw, 1, top_k, DEFAULT_TOPK_BLOCKS, SM_COUNT[arch]).splits
+        step(f"memory read, top-k {top_k}, N={n}, HW={hw}, splits={splits}, usage={need_usage}")
         mk, ms = torch.randn(1, CK, n), torch.rand(1, 1, n) + 1
-        qk, qe = torch.randn(1, CK, INFER_HW), torch.rand(1, CK, INFER_HW)
+        qk, qe = torch.randn(1, CK, hw), torch.rand(1, CK, hw)
         mv = torch.randn(1, n, 2 * CV).transpose(1, 2)
         with torch.inference_mode():
             memory_read_triton(
@@ -345,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.environ["TRITON_CACHE_DIR"] = previous_cache
     # Coverage is checked when every scenario ran: a kernel no scenario launches is never compiled.
     missing = set() if args.scenario else expected_kernels() - {r.kernel for r in records}
+    # Triton only refuses too much shared memory at launch (OutOfResources): check it here.
+    too_big = [r for r in records if r.shared_bytes > SHARED_MEMORY_LIMIT[r.arch]]
     for r in records:
         spill = r.spill_store_bytes or 0
         print(f"sm_{r.arch} {r.kernel:28s} warps={r.num_warps} regs={r.registers:3d} spill={spill:5d} B "
@@ -360,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             "ptxas": _ptxas_version(),
             "wall_s": round(time.perf_counter() - started, 1),
             "kernels_not_compiled": sorted(missing),
+            "shared_memory_limit_bytes": SHARED_MEMORY_LIMIT,
+            "over_shared_memory_limit": [f"sm_{r.arch} {r.kernel} [{r.scenario}]" for r in too_big],
             "records": [asdict(r) for r in records],
         }
         out = Path(args.out)
@@ -368,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out / 'kernels_compile.json'}")
     if missing:
         print(f"kernels no scenario compiled: {', '.join(sorted(missing))}")
+    for r in too_big:
+        limit = SHARED_MEMORY_LIMIT[r.arch]
+        print(f"sm_{r.arch} {r.kernel}: {r.shared_bytes} B of shared memory, over the {limit} B limit")
+    if missing or too_big:
         return 1
     print(f"{len(records)} specialisations of {len({r.kernel for r in records})} kernels compiled "
           f"for {', '.join(f'sm_{a}' for a in args.arch or [90])} in {time.perf_counter() - started:.0f} s")

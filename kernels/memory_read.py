@@ -85,9 +85,10 @@ class Blocks:
     top-k selection). splits: N splits of the top-k selection (power of two; None = chosen from
     the grid size and the device's SM count). num_warps: for every launch. The defaults
     (``DEFAULT_TOPK_BLOCKS``, ``DEFAULT_FULL_BLOCKS``) are not timed — no GPU was lent — but chosen
-    so that no kernel spills registers when ptxas compiles it for sm_90 or sm_80
-    (``python -m kernels.cross_compile``; the first defaults, 32/64/64 with 4 warps, spilled 0.2–17 KB
-    per thread in seven of the eight kernels).
+    so that ptxas (sm_90, sm_80) spills at most a few bytes per thread: none for the top-k read at
+    k ≤ 32 and the fp32 full read, 16–24 B in the bf16 full-read backward (``python -m
+    kernels.cross_compile``; the first defaults, 32/64/64 with 4 warps, spilled 0.2–17 KB per thread
+    in seven of the eight kernels). Larger k spills in the selection (k = 100: 0.6–1.4 KB).
     """
 
     query: int = 32
@@ -534,9 +535,10 @@ def topk_tiles(n: int, hw: int, batch: int, top_k: int, blocks: Blocks, sm_count
     2 tiles (at most 16 splits)."""
     k_pad = max(2, _next_pow2(min(top_k, n)))
     block_n = max(blocks.mem, k_pad)
-    # Fewer query rows per program as K_PAD grows, so that the running top-K_PAD (int64 keys) stays
-    # in registers: at 32 rows, K_PAD = 64 / 128 spilled 0.5 / 10 KB per thread (ptxas, sm_90).
-    block_q = max(16, min(blocks.query, 1024 // k_pad))
+    # Past k = 32, 16 query rows per program (tl.dot's minimum), so that the running top-K_PAD
+    # (int64 keys) stays in registers: with 32 rows, ptxas (sm_90) spilled 0.5 KB per thread in the
+    # selection at k = 50 and 10.8 KB in the weights kernel at k = 100.
+    block_q = blocks.query if k_pad <= 32 else 16
     splits = blocks.splits
     if splits is None:
         want = triton.cdiv(2 * sm_count, triton.cdiv(hw, block_q) * batch)

@@ -166,13 +166,20 @@ def test_full_softmax_bf16():
 def test_default_tiles_match_reference():
     """The default tile sizes (what runs on a GPU; chosen by kernels.cross_compile) at shapes that
     span several of their tiles: top-k read with usage, and the full read forward and backward."""
+    from dataclasses import replace
+
     from kernels.memory_read import DEFAULT_FULL_BLOCKS, DEFAULT_TOPK_BLOCKS
 
-    # N = 80 > 2 element tiles of 32, HW = 40 > one query tile, 70 channels > one channel tile of 64.
-    args = _inputs(b=1, ck=16, n=80, hw=40, c=70)
+    # N = 80 > 2 element tiles of 32, HW = 40 > one query tile, 70 channels > one channel tile of 64;
+    # CK = 64 as in XMem.
+    args = _inputs(b=1, ck=64, n=80, hw=40, c=70)
     got = memory_read_triton(*args, top_k=30, need_usage=True)  # blocks=None: the defaults
     _assert_read_close(got, _reference(*args, top_k=30))
     assert DEFAULT_TOPK_BLOCKS.mem < 80 and DEFAULT_TOPK_BLOCKS.query < 40 < 80
+    # The default tiles with the selection split over N as on a GPU (the CPU counts one SM).
+    args = _inputs(b=1, ck=64, n=200, hw=40, c=70)
+    got = memory_read_triton(*args, top_k=30, need_usage=True, blocks=replace(DEFAULT_TOPK_BLOCKS, splits=4))
+    _assert_read_close(got, _reference(*args, top_k=30))
 
     leaves_t = [t.clone().requires_grad_() for t in args]
     leaves_r = [t.clone().requires_grad_() for t in args]

@@ -39,6 +39,12 @@ def environment(device: torch.device) -> dict:
         env["git_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
         ).stdout.strip() or None
+        # Tracked files edited since that commit: the result is not exactly reproducible from it.
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=10,
+        )
+        env["git_dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        env["git_commit"] = None
+        env["git_commit"] = env["git_dirty"] = None
     return env
