@@ -66,15 +66,25 @@ def data_synthetic(
     size: str = typer.Option("240x432", help="Frame size HxW."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
     layout: str = typer.Option("davis", help="davis | youtube"),
+    object_size: str = typer.Option("0.45,0.75", help="LO,HI: an object's extent as a fraction of the frame's shorter side, drawn per object."),
+    max_objects: int = typer.Option(3, min=1, help="Objects per video are drawn from 1..max."),
 ) -> None:
-    """Write the procedural synthetic set (DAVIS layout by default)."""
+    """Write the procedural synthetic set (DAVIS layout by default). `vos demo` generates its own set:
+    --size 128x128 --videos 96 --object-size 0.6,0.9."""
     from vos.data.synthetic import SyntheticSpec, generate
 
     with user_errors():
         if layout not in ("davis", "youtube"):
             raise VosError(f"--layout {layout!r}: expected davis or youtube")
         h, w = _parse_size(size)
-        spec = SyntheticSpec(videos=videos, frames=frames, height=h, width=w, seed=seed, layout=layout)
+        try:
+            lo, hi = (float(v) for v in object_size.split(","))
+        except ValueError:
+            raise VosError(f"--object-size {object_size!r}: expected LO,HI, e.g. 0.45,0.75") from None
+        if not 0 < lo <= hi <= 2:
+            raise VosError(f"--object-size {object_size!r}: need 0 < LO <= HI <= 2")
+        spec = SyntheticSpec(videos=videos, frames=frames, height=h, width=w, seed=seed, layout=layout,
+                             object_size=(lo, hi), max_objects=max_objects)
         with _progress() as progress:
             task = progress.add_task("generating", total=videos)
             summary = generate(out, spec, progress=lambda done: progress.update(task, completed=done))
@@ -190,7 +200,7 @@ def segment(
 
 @app.command("demo")
 def demo_cmd(
-    root: Path = typer.Option(Path("data/synthetic"), help="Synthetic set (generated here if absent)."),
+    root: Path = typer.Option(Path("data/demo"), help="Synthetic set (the demo's is generated here if absent)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Training run, evaluations and the report."),
     set_: list[str] = typer.Option([], "--set", help="Override the demo config, e.g. --set train.iterations=200."),
 ) -> None:

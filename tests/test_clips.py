@@ -126,3 +126,22 @@ def test_static_pseudo_videos(tmp_path):
     assert s["box_valid"][:, 0].all()
     # the three copies are deformed differently
     assert not torch.equal(s["masks"][0, 0], s["masks"][1, 0])
+
+
+def test_clip_whose_objects_all_leave_is_redrawn(synthetic_root, monkeypatch):
+    """A clip with no object left in its first frame after augmentation never reaches training."""
+    ds = ClipDataset(_config(synthetic_root), seed=0, total_draws=10)
+    calls = []
+    original = ClipDataset._geometry
+
+    def shift_out_first(self, rng, hw, strong, flip=False):
+        matrix = original(self, rng, hw, strong, flip)
+        calls.append(1)
+        if len(calls) <= 4:  # the first clip's frames: everything far outside the image
+            matrix = matrix.clone()
+            matrix[:2, 2] += 10_000
+        return matrix
+
+    monkeypatch.setattr(ClipDataset, "_geometry", shift_out_first)
+    sample = ds[0]
+    assert len(calls) > 4 and sample["object_valid"].any()

@@ -30,6 +30,20 @@ def test_extends_and_overrides(tmp_path):
     assert config.data.supervision == "mask"
 
 
+def test_schedule_reference_scales_every_schedule(tmp_path):
+    config = load_config(None, ["train.iterations=1100", "train.schedule_reference=110000", "train.lr_steps=[80000]",
+                                "losses.warmup_iters=10000", "losses.boot_start=20000", "losses.boot_end=70000"])
+    assert config.train.lr_steps == (800,) and config.losses.warmup_iters == 100
+    assert (config.losses.boot_start, config.losses.boot_end) == (200, 700)
+    # the loaded config holds the values in use: saving and loading it again scales nothing twice
+    assert config.train.schedule_reference is None
+    save_config(config, tmp_path / "run.yaml")
+    again = load_config(tmp_path / "run.yaml")
+    assert again.train.lr_steps == (800,) and again.losses.boot_end == 700
+    with pytest.raises(ConfigError, match="schedule_reference"):
+        load_config(None, ["train.schedule_reference=0"])
+
+
 def test_round_trip(tmp_path):
     config = load_config(None, ["train.iterations=7"])
     save_config(config, tmp_path / "resolved.yaml")

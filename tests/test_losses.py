@@ -24,6 +24,7 @@ from vos.losses import (
     bootstrap_p,
     bootstrapped_ce,
     box_masks,
+    box_prompt_masks,
     consistency,
     dice_loss,
     downsample_agg_logits,
@@ -324,6 +325,23 @@ def test_box_masks_exclusive_max_absent_and_strided():
     assert masks[1].sum() == 1 and masks[1][1, 1] == 1  # a 1-pixel box keeps the loss pixel at its centre
     assert masks[2][:, 0].tolist() == [1.0, 1.0, 1.0, 1.0] and masks[2][:, 1].sum() == 0  # clipped
     assert box_masks(torch.tensor([[3.0, 3.0, 3.0, 5.0]]), None, (6, 6)).sum() == 0  # degenerate → empty
+
+
+def test_box_prompt_masks_paint_overlaps_as_inference():
+    """The first-frame box prompt: the smaller box wins an overlap, a box covered completely by smaller
+    ones keeps its rectangle, absent objects stay empty; batched like the trainer's B×N×4."""
+    boxes = torch.tensor([[[0.0, 0.0, 6.0, 6.0], [2.0, 2.0, 4.0, 4.0], [1.0, 1.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    masks = box_prompt_masks(boxes, valid, (6, 6))
+    assert masks.shape == (1, 4, 6, 6)
+    big, middle, small, absent = masks[0]
+    assert middle[2:4, 2:4].all() and middle.sum() == 4  # inside the big box, the smaller one wins
+    assert small[1, 1] == 1 and small.sum() == 1
+    assert big.sum() == 36 - 4 - 1 and big[0, 0] == 1 and absent.sum() == 0
+    assert masks.sum(1).max() == 1  # no pixel belongs to two objects
+    # completely covered by a smaller box (equal areas: the later object wins) → keeps its rectangle
+    twins = box_prompt_masks(torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 3.0]]), None, (4, 4))
+    assert twins[1].sum() == 4 and twins[0].sum() == 4
 
 
 def test_foreground_logits_exact_and_stable():

@@ -43,6 +43,28 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        self._scale_schedule()
+
+    def _scale_schedule(self) -> None:
+        """Resolve ``train.schedule_reference``: every schedule counted in iterations (the lr steps,
+        the weak losses' warm-up, the bootstrapped CE's start and end) was written for a run of that
+        many iterations; scale them to ``train.iterations`` and clear the reference, so that a
+        shortened run keeps the schedule's shape and the saved config holds the values in use."""
+        ref = self.train.schedule_reference
+        if ref is None:
+            return
+        total = self.train.iterations
+
+        def scaled(value: int) -> int:
+            return int(round(value * total / ref))
+
+        self.train.lr_steps = tuple(scaled(v) for v in self.train.lr_steps)
+        self.losses.warmup_iters = scaled(self.losses.warmup_iters)
+        self.losses.boot_start = scaled(self.losses.boot_start)
+        self.losses.boot_end = scaled(self.losses.boot_end)
+        self.train.schedule_reference = None
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), cls: type = Config):
     """Load ``path`` (YAML, may ``extends:`` a base) with ``a.b=value`` overrides into ``cls``."""

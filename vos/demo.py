@@ -15,6 +15,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vos.config import Config, load_config
@@ -22,6 +23,7 @@ from vos.data.datasets import open_dataset
 from vos.data.io import read_image, read_mask, write_image
 from vos.data.synthetic import SyntheticSpec, generate
 from vos.eval.runner import evaluate
+from vos.losses.resample import box_prompt_masks
 from vos.train.checkpoint import latest_checkpoint
 from vos.train.samples import COLOURS
 
@@ -70,52 +72,84 @@ def summarise_eval(report: dict, pred_dir: Path, gt_dir: Path, sequences: list[s
     }
 
 
-def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames: int = 4) -> None:
-    """Rows: frame | ground truth | first-frame box | prediction, at ``frames`` evenly spaced times."""
+def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames: int = 5, scale: int = 2) -> None:
+    """A labelled strip: one row per time (``frames`` evenly spaced), columns frame | ground truth |
+    box given at frame 0 | prediction; tiles enlarged ``scale``× (nearest) so small frames stay legible."""
+    from PIL import Image, ImageDraw
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
     video = open_dataset(root, split="val")[sequence]
     first_gt = read_mask(video.annotations[0])
+    ids = [int(v) for v in torch.unique(first_gt).tolist() if v not in (0, 255)]
+    colours = [tuple(int(c) for c in COLOURS[(i - 1) % len(COLOURS)].tolist()) for i in ids]
+    boxes = torch.tensor([_tight_box(first_gt == i) for i in ids], dtype=torch.float32).reshape(-1, 4)
+
+    def tint(rgb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if not ids:
+            return rgb
+        masks = torch.stack([index == i for i in ids])
+        return draw_segmentation_masks(rgb, masks, alpha=0.55, colors=colours)
+
+    def grow(tile: torch.Tensor) -> torch.Tensor:
+        return tile.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+
     times = torch.linspace(0, video.num_frames - 1, frames).round().long().tolist()
     rows = []
     for t in times:
-        rgb = read_image(video.frames[t]).float()
+        rgb = read_image(video.frames[t])
         gt = read_mask(video.annotations[t])
         pred = read_mask(pred_dir / sequence / f"{video.frames[t].stem}.png")
-        tiles = [rgb, _tint(rgb, gt), _boxes(rgb, first_gt) if t == 0 else _tint(rgb, gt * 0), _tint(rgb, pred)]
-        rows.append(torch.cat(tiles, dim=2))
-    write_image(path, torch.cat(rows, dim=1).clamp(0, 255).to(torch.uint8))
+        given = draw_bounding_boxes(tint(rgb, _paint(first_gt, ids, boxes)), boxes, colors=colours, width=1) if t == 0 else rgb
+        rows.append(torch.cat([grow(tile) for tile in (rgb, tint(rgb, gt), given, tint(rgb, pred))], dim=2))
+    strip = torch.cat(rows, dim=1)
+    header, label_width = 18, 44
+    tile_w = strip.shape[2] // 4
+    canvas = Image.new("RGB", (label_width + strip.shape[2], header + strip.shape[1]), "white")
+    canvas.paste(Image.fromarray(strip.permute(1, 2, 0).numpy()), (label_width, header))
+    draw = ImageDraw.Draw(canvas)
+    for k, title in enumerate(("frame", "ground truth", "box (frame 0 only)", "prediction")):
+        draw.text((label_width + k * tile_w + 4, 3), title, fill="black")
+    row_h = strip.shape[1] // len(times)
+    for r, t in enumerate(times):
+        draw.text((4, header + r * row_h + row_h // 2 - 5), f"t={t}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, torch.from_numpy(np.asarray(canvas)).permute(2, 0, 1).contiguous())
 
 
-def _tint(rgb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    out = rgb.clone()
-    for obj in torch.unique(ids).tolist():
-        if obj in (0, 255):
-            continue
-        colour = COLOURS[(obj - 1) % len(COLOURS)].view(3, 1, 1)
-        m = (ids == obj)[None]
-        out = torch.where(m, 0.45 * out + 0.55 * colour, out)
+def _tight_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _paint(index: torch.Tensor, ids: list[int], boxes: torch.Tensor) -> torch.Tensor:
+    """The first frame's filled boxes as an index map, painted as the model receives them."""
+    masks = box_prompt_masks(boxes, None, tuple(index.shape)).bool()
+    out = torch.zeros_like(index)
+    for k, obj in enumerate(ids):
+        out[masks[k]] = obj
     return out
 
 
-def _boxes(rgb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """The first frame with each object's tight box filled (what box init gives the model)."""
-    box_ids = torch.zeros_like(ids)
-    for obj in torch.unique(ids).tolist():
-        if obj in (0, 255):
-            continue
-        ys, xs = torch.nonzero(ids == obj, as_tuple=True)
-        box_ids[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = obj
-    return _tint(rgb, box_ids)
+# The demo's synthetic set: square 128² frames trained and evaluated at their native size (no
+# squashing), objects whose wavy bodies span several stride-16 feature cells, 72 train + 24 val videos.
+DEMO_DATA = SyntheticSpec(videos=96, frames=24, height=128, width=128, object_size=(0.6, 0.9))
 
 
-def run_demo(root: str | Path = "data/synthetic", out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (), progress: bool = True, log=print) -> dict:
+def ensure_demo_data(root: Path, log=print) -> None:
+    """Generate the demo's synthetic set in ``root`` unless a set is already there."""
+    if (root / "ImageSets" / "2017" / "val.txt").is_file():
+        return
+    log(f"generating the synthetic set in {root} …")
+    summary = generate(root, DEMO_DATA)
+    log(f"  {summary['train_videos']} train + {summary['val_videos']} val videos, mask/box fill {summary['fill_ratio']:.3f}")
+
+
+def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (), progress: bool = True, log=print) -> dict:
     """Run the demo end to end (resumable); returns the report dict also written to OUT/demo.json."""
     from vos.train.trainer import train
 
     root, out = Path(root), Path(out)
-    if not (root / "ImageSets" / "2017" / "val.txt").is_file():
-        log(f"generating the synthetic set in {root} …")
-        summary = generate(root, SyntheticSpec())
-        log(f"  {summary['train_videos']} train + {summary['val_videos']} val videos, mask/box fill {summary['fill_ratio']:.3f}")
+    ensure_demo_data(root, log)
     config = demo_config(root, out, overrides)
     train_dir = Path(config.train.out_dir)
     final = train_dir / "final.safetensors"
@@ -138,7 +172,10 @@ def run_demo(root: str | Path = "data/synthetic", out: str | Path = "runs/demo",
         eval_dir = out / f"eval-{init}"
         report = evaluate("synthetic", root, final, eval_dir, init=init, size=-1, progress=progress)
         results[init] = summarise_eval(report, eval_dir / "predictions", gt_dir, sequences)
-    overlay_strip(root, sequences[0], out / "eval-box" / "predictions", out / "overlay.png")
+    # the strip shows the val video with the most objects (separating them is the hard part)
+    counts = {v.name: len([i for i in torch.unique(read_mask(v.annotations[0])).tolist() if i not in (0, 255)]) for v in val.videos}
+    shown = max(sequences, key=lambda name: counts[name])
+    overlay_strip(root, shown, out / "eval-box" / "predictions", out / "overlay.png")
     record = {
         "weights": str(final),
         "iterations": config.train.iterations,

@@ -187,7 +187,7 @@ class ClipDataset(TorchDataset):
     def __getitem__(self, draw: int) -> dict:
         rng = np.random.default_rng([self.seed, int(draw)])
         max_skip = max_skip_at(self.config, draw / self.total_draws)
-        for _ in range(20):  # retry when a clip's first frame shows no usable object
+        for _ in range(20):  # retry when a clip's first frame shows no usable object (before or after augmentation)
             group = self.sources[int(rng.choice(len(self.sources), p=self.weights))]
             source = group[int(rng.integers(0, len(group)))]
             clip = self._clip(source, rng, max_skip)
@@ -250,8 +250,9 @@ class ClipDataset(TorchDataset):
         flip = bool(rng.random() < 0.5)
         return [self._geometry(rng, hw, strong=False, flip=flip) for _ in range(self.config.num_frames)]
 
-    def _finish(self, name, frames, masks, boxes, box_valid, geo, flows, rng) -> dict:
-        """Warp, colour-jitter, compute boxes after augmentation, pad objects, apply the supervision mode."""
+    def _finish(self, name, frames, masks, boxes, box_valid, geo, flows, rng) -> dict | None:
+        """Warp, colour-jitter, compute boxes after augmentation, pad objects, apply the supervision mode.
+        None when no object is left in the first frame after augmentation."""
         cfg = self.config
         size, t_count = cfg.size, cfg.num_frames
         inverses = torch.stack(geo)
@@ -285,6 +286,8 @@ class ClipDataset(TorchDataset):
             if mask_t is not None:
                 mask_t = torch.cat((mask_t, torch.zeros(t_count, pad, size, size)), 1)
         object_valid &= valid_t[0]  # an object lost from the first frame by augmentation is dropped
+        if not bool(object_valid.any()):
+            return None  # augmentation moved every object out of the first frame: draw another clip
         sample = {"rgb": rgb, "boxes": box_t, "box_valid": valid_t & object_valid, "object_valid": object_valid, "name": name}
         if cfg.supervision == "first_mask":
             sample["first_mask"] = mask_t[0] * object_valid[:, None, None]

@@ -40,6 +40,9 @@ class SyntheticSpec:
     val_fraction: float = 0.25
     layout: Literal["davis", "youtube"] = "davis"
     max_objects: int = 3
+    # an object's raster side (its extent before the per-frame scale wobble) as a fraction of the
+    # frame's shorter side, drawn uniformly per object; the wavy body spans about half of it
+    object_size: tuple[float, float] = (0.45, 0.75)
 
 
 @dataclass
@@ -177,10 +180,13 @@ def _make_video(spec: SyntheticSpec, video_idx: int, mid_video: bool):
     bg_hue = rng.random()
     background = torch.from_numpy(_background(rng, h, w, bg_hue)).float()
     num = int(rng.integers(1, spec.max_objects + 1))
+    # hues spread evenly over the 0.2–0.8 turn of the colour wheel away from the background's, so
+    # objects differ in colour from the background and from each other (by ≥ 0.6 / num of a turn)
+    hue_phase = rng.random()
     objects = []
     for k in range(num):
-        hue = (bg_hue + rng.uniform(0.25, 0.75) + k * 0.21) % 1.0  # far from the background's hue
-        size = rng.uniform(0.45, 0.75) * min(h, w)
+        hue = (bg_hue + 0.2 + 0.6 * ((hue_phase + k / num) % 1.0)) % 1.0
+        size = rng.uniform(*spec.object_size) * min(h, w)
         leaves = rng.random() < 0.3
         appear = 0
         if mid_video and k > 0 and rng.random() < 0.6:

@@ -49,6 +49,7 @@ from vos.errors import DataError, VosError
 from vos.eval.report import atomic_write_text, set_runtime, write_reports
 from vos.eval.score import score_folders
 from vos.eval.sources import DATASETS, EvalPlan, SequenceJob, build_plan, shard_jobs
+from vos.losses.resample import box_prompt_masks
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.memory.segment import _blend, _process_size, _resize_image
@@ -309,19 +310,9 @@ def _initial_masks(
         ys = torch.nonzero(m.any(dim=1)).flatten()
         xs = torch.nonzero(m.any(dim=0)).flatten()
         boxes[obj] = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
-    labels = torch.zeros_like(mask)
-    for obj in sorted(ids, key=lambda o: -(boxes[o][2] - boxes[o][0]) * (boxes[o][3] - boxes[o][1])):
-        x0, y0, x1, y1 = boxes[obj]
-        labels[y0:y1, x0:x1] = obj
-    masks = []
-    for obj in ids:
-        m = labels == obj
-        if not bool(m.any()):
-            x0, y0, x1, y1 = boxes[obj]
-            m = torch.zeros_like(m)
-            m[y0:y1, x0:x1] = True
-        masks.append(m)
-    return torch.stack(masks), boxes
+    xyxy = torch.tensor([boxes[obj] for obj in ids], dtype=torch.float32)
+    masks = box_prompt_masks(xyxy, None, tuple(mask.shape)).bool()
+    return masks, boxes
 
 
 def _object_channels(masks: torch.Tensor, ids: list[int], size: tuple[int, int], device: torch.device) -> torch.Tensor:

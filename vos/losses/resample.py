@@ -122,3 +122,27 @@ def box_masks(
     if valid is not None:
         mask = mask & valid.to(torch.bool)[..., None, None]
     return mask.to(torch.float32)
+
+
+def box_prompt_masks(boxes: torch.Tensor, valid: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+    """Boxes given as first-frame prompts → non-overlapping filled-box masks, the box initialisation
+    shared by training and inference. boxes ...×N×4 (XYXY pixels, exclusive max), valid ...×N bool
+    → ...×N×H×W float {0, 1}.
+
+    Where boxes overlap, a pixel goes to the smallest box that covers it (on equal areas, the later
+    object), so a small object inside a large box keeps its pixels; an object whose box is covered
+    completely by smaller ones keeps its whole rectangle (it must not start empty).
+    """
+    filled = box_masks(boxes, valid, size).bool()  # ...×N×H×W
+    objects = filled.shape[-3]
+    area = filled.flatten(-2).sum(-1).to(torch.float64)  # ...×N
+    order = torch.arange(objects, device=boxes.device, dtype=torch.float64)
+    # priority: smaller area first, then the higher index; uncovered pixels get +inf
+    priority = (area * (objects + 1) + (objects - order))[..., None, None].expand(filled.shape)
+    priority = torch.where(filled, priority, torch.full_like(priority, float("inf")))
+    owner = priority.argmin(dim=-3, keepdim=True)  # ...×1×H×W
+    index = torch.arange(objects, device=boxes.device).view(objects, 1, 1)
+    painted = filled & (owner == index)
+    hidden = filled.any(dim=(-2, -1)) & ~painted.any(dim=(-2, -1))  # ...×N: covered completely
+    painted = torch.where(hidden[..., None, None], filled, painted)
+    return painted.to(torch.float32)

@@ -34,6 +34,10 @@ class TrainConfig:
     # BatchNorm while training — for random initialisation, where the frozen statistics are the
     # identity and the ResNets would train without normalisation.
     bn_statistics: Literal["frozen", "update"] = "frozen"
+    # When set, the iteration counts of the schedules (lr_steps, losses.warmup_iters,
+    # losses.boot_start/boot_end) are written for a run of this many iterations and are scaled to
+    # `iterations` when the config is loaded (the loaded config holds the scaled values).
+    schedule_reference: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints", "num_ref_frames"):
@@ -45,5 +49,7 @@ class TrainConfig:
             raise ConfigError(f"train.deep_update_prob must lie in [0, 1], got {self.deep_update_prob}")
         if self.bn_statistics not in ("frozen", "update"):
             raise ConfigError(f"train.bn_statistics must be 'frozen' or 'update', got {self.bn_statistics!r}")
+        if self.schedule_reference is not None and self.schedule_reference < 1:
+            raise ConfigError(f"train.schedule_reference must be >= 1 (or null), got {self.schedule_reference}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")

@@ -23,7 +23,7 @@ from vos.config import Config, save_config
 from vos.data.clips import ClipDataset, DrawSampler, collate
 from vos.errors import VosError
 from vos.losses import OracleLoss, WeakLoss
-from vos.losses.resample import box_masks
+from vos.losses.resample import box_prompt_masks
 from vos.model.network import XMem
 from vos.model.resnet import update_batchnorm_statistics_
 from vos.model.weights import load_model, save_weights
@@ -33,12 +33,13 @@ from vos.train.samples import write_sample_strip
 
 
 def first_frame_masks(batch: dict, init: str, size: tuple[int, int]) -> torch.Tensor:
-    """B×N×H×W initial masks of frame 0: the filled box (thesis) or the exact mask when there is one."""
+    """B×N×H×W initial masks of frame 0: the filled box (thesis; overlapping boxes painted as at
+    inference) or the exact mask when there is one."""
     if init == "mask":
         if "first_mask" in batch:
             return batch["first_mask"]
         return batch["masks"][:, 0]
-    return box_masks(batch["boxes"][:, 0], batch["box_valid"][:, 0], size)
+    return box_prompt_masks(batch["boxes"][:, 0], batch["box_valid"][:, 0], size)
 
 
 def labels_from_masks(masks: torch.Tensor) -> torch.Tensor:
