@@ -134,8 +134,8 @@ def test_clip_whose_objects_all_leave_is_redrawn(synthetic_root, monkeypatch):
     calls = []
     original = ClipDataset._geometry
 
-    def shift_out_first(self, rng, hw, strong, flip=False):
-        matrix = original(self, rng, hw, strong, flip)
+    def shift_out_first(self, rng, hw, strong, flip=False, window=None):
+        matrix = original(self, rng, hw, strong, flip, window)
         calls.append(1)
         if len(calls) <= 4:  # the first clip's frames: everything far outside the image
             matrix = matrix.clone()
@@ -145,3 +145,20 @@ def test_clip_whose_objects_all_leave_is_redrawn(synthetic_root, monkeypatch):
     monkeypatch.setattr(ClipDataset, "_geometry", shift_out_first)
     sample = ds[0]
     assert len(calls) > 4 and sample["object_valid"].any()
+
+
+def test_crop_geometry_keeps_the_frame_scale(synthetic_root):
+    """Crop mode: one size×size window per clip at the frame's own scale (XMem's crops); squash mode
+    resizes the whole 64×96 frame to size×size."""
+    crop = ClipDataset(_config(synthetic_root, geometry="crop"), seed=0, total_draws=10)
+    squash = ClipDataset(_config(synthetic_root), seed=0, total_draws=10)
+    rng = np.random.default_rng(0)
+    windows = [crop._window(rng, (64, 96)) for _ in range(50)]
+    assert all(w[2] == 64 and 0 <= w[0] <= 32 and w[1] == 0 for w in windows)  # the 64-pixel side fits once
+    assert len({round(w[0], 3) for w in windows}) > 40  # random horizontal placement
+    for dataset, expected in ((crop, 1.0), (squash, 96 * 64 / 64**2)):
+        frames = dataset._sequence_geometry(np.random.default_rng(1), (64, 96))
+        dets = [abs(float(torch.linalg.det(m[:2, :2]))) for m in frames]
+        assert all(0.85 * expected < d < 1.15 * expected for d in dets)  # source pixels per output pixel
+    sample = crop[0]
+    assert sample["rgb"].shape == (4, 3, 64, 64) and sample["object_valid"].any()

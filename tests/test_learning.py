@@ -16,14 +16,14 @@ from vos.model.network import XMem
 from vos.model.weights import save_weights
 from vos.train.trainer import train
 
-ITERATIONS = 40
+ITERATIONS = 120
 
 
 @pytest.fixture(scope="module")
 def one_object_root(tmp_path_factory):
-    """64² frames, one large object per video: 12 train + 4 val videos."""
+    """64² frames, one object per video: 12 train + 4 val videos."""
     root = tmp_path_factory.mktemp("learn")
-    generate(root, SyntheticSpec(videos=16, frames=8, height=64, width=64, seed=21, max_objects=1, object_size=(0.8, 1.0)))
+    generate(root, SyntheticSpec(videos=16, frames=8, height=64, width=64, seed=21, max_objects=1, object_size=(0.6, 0.9)))
     return root
 
 
@@ -33,9 +33,10 @@ def _config(root, out):
         f"data.datasets=[{{kind: synthetic, root: '{root}', split: train, weight: 1.0}}]",
         "data.size=64", "data.num_frames=3", "data.max_objects=1", "data.num_workers=0",
         "data.supervision=box", "data.first_frame_init=box",
-        f"train.iterations={ITERATIONS}", "train.batch_size=4", "train.lr=1e-3", "train.lr_steps=[]",
+        f"train.iterations={ITERATIONS}", "train.batch_size=4", "train.lr=3e-4", "train.lr_steps=[]", "train.lr_warmup=60",
         "train.bn_statistics=update", "train.amp=false", "train.sample_every=0", f"train.checkpoint_every={ITERATIONS}",
-        f"train.out_dir={out}", "losses.warmup_iters=10", "losses.backend=torch", "memory.backend=torch",
+        f"train.out_dir={out}", "losses.warmup_iters=10", "losses.layout=per_image",
+        "losses.backend=torch", "memory.backend=torch",
     ])
 
 
@@ -57,4 +58,6 @@ def test_box_supervision_learns_to_segment(one_object_root, tmp_path):
         after = _val_j(one_object_root, final, tmp_path / "eval-trained")
     finally:
         torch.set_num_threads(threads)
-    assert after >= before + 0.2 and after >= 0.45, f"held-out J {before:.3f} untrained → {after:.3f} after {ITERATIONS} its"
+    # measured here: 0.08 → 0.60 (train.seed 0, 1, 2 instead: 0.53, 0.59, 0.49); a network that
+    # predicts the whole frame scores about 0.1 on these videos
+    assert after >= before + 0.25 and after >= 0.35, f"held-out J {before:.3f} untrained → {after:.3f} after {ITERATIONS} its"

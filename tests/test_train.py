@@ -173,3 +173,14 @@ def test_two_process_gloo_ddp_ranks_agree(synthetic_root, tmp_path):
     mp.spawn(_ddp_worker, args=(2, synthetic_root, tmp_path, port), nprocs=2, join=True)
     gathered = torch.load(tmp_path / "gathered.pt")
     assert torch.equal(gathered[0], gathered[1])
+
+
+def test_learning_rate_warmup_and_steps(synthetic_root, tmp_path):
+    """lr_warmup ramps linearly, lr_steps multiply by lr_gamma; the logged lr is the one used."""
+    config = _config(synthetic_root, tmp_path / "run", "train.iterations=6", "train.lr_warmup=4", "train.lr_steps=[5]",
+                     "train.lr_gamma=0.5")
+    factor = trainer_mod.lr_factor(config.train)
+    assert [factor(s) for s in range(7)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 0.5, 0.5])
+    train(config, progress=False)
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([1e-3 * f for f in (0.5, 0.75, 1.0, 1.0, 0.5, 0.5)])

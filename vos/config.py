@@ -47,8 +47,8 @@ class Config:
         self._scale_schedule()
 
     def _scale_schedule(self) -> None:
-        """Resolve ``train.schedule_reference``: every schedule counted in iterations (the lr steps,
-        the weak losses' warm-up, the bootstrapped CE's start and end) was written for a run of that
+        """Resolve ``train.schedule_reference``: every schedule counted in iterations (the lr steps and
+        warm-up, the weak losses' warm-up, the bootstrapped CE's start and end) was written for a run of that
         many iterations; scale them to ``train.iterations`` and clear the reference, so that a
         shortened run keeps the schedule's shape and the saved config holds the values in use."""
         ref = self.train.schedule_reference
@@ -60,6 +60,7 @@ class Config:
             return int(round(value * total / ref))
 
         self.train.lr_steps = tuple(scaled(v) for v in self.train.lr_steps)
+        self.train.lr_warmup = scaled(self.train.lr_warmup)
         self.losses.warmup_iters = scaled(self.losses.warmup_iters)
         self.losses.boot_start = scaled(self.losses.boot_start)
         self.losses.boot_end = scaled(self.losses.boot_end)

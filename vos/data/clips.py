@@ -204,7 +204,7 @@ class ClipDataset(TorchDataset):
             masks = (read_mask(source.mask) > 127).float()[None]  # one object, binary
             frames = image[None].expand(t_count, -1, -1, -1)
             masks = masks[None].expand(t_count, -1, -1, -1)
-            geo = [self._geometry(rng, image.shape[-2:], strong=True) for _ in range(t_count)]
+            geo = [self._geometry(rng, image.shape[-2:], strong=True, window=self._window(rng, image.shape[-2:])) for _ in range(t_count)]
             flows = [tps_flow(rng, size) for _ in range(t_count)]
             return self._finish(source.name, frames, masks, None, None, geo, flows, rng)
         jump = max(1, max_skip // source.stride)
@@ -238,17 +238,35 @@ class ClipDataset(TorchDataset):
         geo = self._sequence_geometry(rng, frames.shape[-2:])
         return self._finish(source.name, frames, None, boxes, valid, geo, None, rng)
 
-    def _geometry(self, rng: np.random.Generator, hw, strong: bool, flip: bool = False) -> torch.Tensor:
+    def _geometry(self, rng: np.random.Generator, hw, strong: bool, flip: bool = False, window=None) -> torch.Tensor:
+        """One frame's output → source map. ``window`` (x0, y0, side) in source pixels: the square the
+        frame is cropped to (``data.geometry: crop``); None squashes the whole frame to size×size."""
         angle = rng.uniform(-20, 20) if strong else rng.uniform(-15, 15)
         shear = rng.uniform(-10, 10)
         scale = rng.uniform(0.9, 1.1) if strong else rng.uniform(0.95, 1.05)
         shift = tuple(rng.uniform(-0.05, 0.05, size=2)) if strong else (0.0, 0.0)
-        return affine_matrix(tuple(int(v) for v in hw), self.config.size, angle, shear, scale, shift, flip)
+        if window is None:
+            return affine_matrix(tuple(int(v) for v in hw), self.config.size, angle, shear, scale, shift, flip)
+        x0, y0, side = window
+        inverse = affine_matrix((side, side), self.config.size, angle, shear, scale, shift, flip)
+        offset = torch.tensor([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]], dtype=inverse.dtype)
+        return offset @ inverse
+
+    def _window(self, rng: np.random.Generator, hw) -> tuple[float, float, float] | None:
+        """Crop mode: a random square of the frame at its own scale (side = data.size source pixels,
+        or the shorter side when the frame is smaller: then the window is enlarged to size×size)."""
+        if self.config.geometry != "crop":
+            return None
+        h, w = (float(v) for v in hw)
+        side = min(float(self.config.size), h, w)
+        return float(rng.uniform(0, w - side)), float(rng.uniform(0, h - side)), side
 
     def _sequence_geometry(self, rng: np.random.Generator, hw) -> list[torch.Tensor]:
-        """Per-frame affine (rotation ±15°, shear ±10°) with one horizontal flip shared by the clip."""
+        """Per-frame affine (rotation ±15°, shear ±10°) with one horizontal flip and (crop mode) one
+        crop window shared by the clip."""
         flip = bool(rng.random() < 0.5)
-        return [self._geometry(rng, hw, strong=False, flip=flip) for _ in range(self.config.num_frames)]
+        window = self._window(rng, hw)
+        return [self._geometry(rng, hw, strong=False, flip=flip, window=window) for _ in range(self.config.num_frames)]
 
     def _finish(self, name, frames, masks, boxes, box_valid, geo, flows, rng) -> dict | None:
         """Warp, colour-jitter, compute boxes after augmentation, pad objects, apply the supervision mode.

@@ -35,6 +35,9 @@ class DataConfig:
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
     num_frames: int = 8
     size: int = 384
+    # "squash": the whole frame resized to size×size (the thesis's pre-processing); "crop": a random
+    # size×size window at the frame's own scale, one per clip (XMem's random crops)
+    geometry: Literal["squash", "crop"] = "squash"
     max_objects: int = 3
     # Max-skip curriculum: (iteration fraction at which it changes, max skip) as in XMem's stage 3.
     max_skip: tuple[int, ...] = (5, 10, 15, 5)

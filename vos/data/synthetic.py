@@ -43,6 +43,8 @@ class SyntheticSpec:
     # an object's raster side (its extent before the per-frame scale wobble) as a fraction of the
     # frame's shorter side, drawn uniformly per object; the wavy body spans about half of it
     object_size: tuple[float, float] = (0.45, 0.75)
+    # chance that an object's path swings out of the frame and back in
+    leave_probability: float = 0.3
 
 
 @dataclass
@@ -127,9 +129,15 @@ def _object_texture(rng: np.random.Generator, hue: float) -> np.ndarray:
     return np.clip(tex, 0.0, 1.0)
 
 
-def _make_path(rng: np.random.Generator, h: int, w: int, frames: int, size: float, leaves: bool):
-    """Smooth trajectory t → (cx, cy, angle, scale). ``leaves``: swings out of the frame and back."""
-    cx0, cy0 = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+def _make_path(rng: np.random.Generator, h: int, w: int, frames: int, size: float, leaves: bool, slot: tuple[int, int] = (0, 1)):
+    """Smooth trajectory t → (cx, cy, angle, scale). ``leaves``: swings out of the frame and back.
+    ``slot`` (k, of n): the object starts in the k-th of n bands across the frame's longer side, so
+    objects start apart and meet, if at all, by moving."""
+    k, n = slot
+    lo, hi = 0.2 + 0.6 * k / n, 0.2 + 0.6 * (k + 1) / n
+    along_w = w >= h
+    cx0 = rng.uniform(lo, hi) * w if along_w else rng.uniform(0.3, 0.7) * w
+    cy0 = rng.uniform(0.3, 0.7) * h if along_w else rng.uniform(lo, hi) * h
     amp_x = rng.uniform(0.1, 0.25) * w if not leaves else 0.45 * w + 0.6 * size
     amp_y = rng.uniform(0.05, 0.2) * h
     period = frames * rng.uniform(0.9, 1.6)
@@ -187,7 +195,7 @@ def _make_video(spec: SyntheticSpec, video_idx: int, mid_video: bool):
     for k in range(num):
         hue = (bg_hue + 0.2 + 0.6 * ((hue_phase + k / num) % 1.0)) % 1.0
         size = rng.uniform(*spec.object_size) * min(h, w)
-        leaves = rng.random() < 0.3
+        leaves = rng.random() < spec.leave_probability
         appear = 0
         if mid_video and k > 0 and rng.random() < 0.6:
             appear = int(rng.integers(2, max(3, spec.frames // 2)))
@@ -198,7 +206,7 @@ def _make_video(spec: SyntheticSpec, video_idx: int, mid_video: bool):
                 category=CATEGORIES[int(rng.integers(0, len(CATEGORIES)))],
                 size=size,
                 appear=appear,
-                path=_make_path(rng, h, w, spec.frames, size, leaves),
+                path=_make_path(rng, h, w, spec.frames, size, leaves, (k, num)),
             )
         )
     frames = [_render(objects, background, t) for t in range(spec.frames)]

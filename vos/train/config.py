@@ -16,6 +16,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     lr_steps: tuple[int, ...] = (80_000,)
     lr_gamma: float = 0.1
+    # linear learning-rate warm-up over this many iterations (0: none; XMem and the thesis use none).
+    # From random initialisation it keeps the first large steps from saturating the mask logits.
+    lr_warmup: int = 0
     # Which losses supervise: the weak losses (boxes) or the fully supervised oracle.
     objective: Literal["weak", "oracle"] = "weak"
     amp: bool = True  # bf16/fp16 autocast on CUDA only; CPU trains in fp32
@@ -40,6 +43,8 @@ class TrainConfig:
     schedule_reference: int | None = None
 
     def __post_init__(self) -> None:
+        if self.lr_warmup < 0:
+            raise ConfigError(f"train.lr_warmup must be >= 0, got {self.lr_warmup}")
         for name in ("iterations", "batch_size", "checkpoint_every", "log_every", "max_bad_steps", "keep_checkpoints", "num_ref_frames"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

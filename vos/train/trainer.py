@@ -68,6 +68,18 @@ class _Distributed:
         return self.rank == 0
 
 
+def lr_factor(tcfg) -> Callable[[int], float]:
+    """The learning-rate multiplier after ``step`` optimiser steps: a linear warm-up over
+    ``lr_warmup`` steps (from 1/lr_warmup), times ``lr_gamma`` for every ``lr_steps`` milestone passed."""
+    steps = sorted(tcfg.lr_steps)
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / tcfg.lr_warmup) if tcfg.lr_warmup > 0 else 1.0
+        return warm * tcfg.lr_gamma ** sum(step >= m for m in steps)
+
+    return factor
+
+
 def build_model(config: Config) -> XMem:
     if config.train.init_weights:
         return load_model(config.train.init_weights)
@@ -108,7 +120,7 @@ def train(
     model.train()
     recurrence = ClipRecurrence(model, tcfg.num_ref_frames, tcfg.deep_update_prob, backend=config.memory.backend)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg.lr_steps), gamma=tcfg.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(tcfg))
     start = 0
     if resume:
         start = load_checkpoint(out_dir, model, optimizer, scheduler)
