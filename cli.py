@@ -68,9 +68,10 @@ def data_synthetic(
     layout: str = typer.Option("davis", help="davis | youtube"),
     object_size: str = typer.Option("0.45,0.75", help="LO,HI: an object's extent as a fraction of the frame's shorter side, drawn per object."),
     max_objects: int = typer.Option(3, min=1, help="Objects per video are drawn from 1..max."),
+    leave_probability: float = typer.Option(0.3, min=0.0, max=1.0, help="Chance that an object leaves the frame and comes back."),
 ) -> None:
     """Write the procedural synthetic set (DAVIS layout by default). `vos demo` generates its own set:
-    --size 128x128 --videos 96 --object-size 0.6,0.9."""
+    --size 128x128 --videos 96 --object-size 0.5,0.8 --max-objects 2 --leave-probability 0.15."""
     from vos.data.synthetic import SyntheticSpec, generate
 
     with user_errors():
@@ -84,7 +85,7 @@ def data_synthetic(
         if not 0 < lo <= hi <= 2:
             raise VosError(f"--object-size {object_size!r}: need 0 < LO <= HI <= 2")
         spec = SyntheticSpec(videos=videos, frames=frames, height=h, width=w, seed=seed, layout=layout,
-                             object_size=(lo, hi), max_objects=max_objects)
+                             object_size=(lo, hi), max_objects=max_objects, leave_probability=leave_probability)
         with _progress() as progress:
             task = progress.add_task("generating", total=videos)
             summary = generate(out, spec, progress=lambda done: progress.update(task, completed=done))

@@ -89,13 +89,16 @@ def run_config(name: str, seed: int, root: Path, work: Path, iterations: int | N
 
 
 def comparable(config) -> dict:
-    """The settings two runs must share to be pooled (everything but where files go and how often
-    checkpoints are written)."""
+    """The settings two runs must share to be pooled: everything but where files go, how often
+    checkpoints and logs are written, and constants of a loss the run does not use."""
     from vos.config import to_dict
 
     data = to_dict(config)
     for key in ("out_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
         data["train"].pop(key, None)
+    if config.train.objective == "weak":  # the oracle's loss constants cannot change a weak run
+        for key in ("boot_start", "boot_end", "boot_p", "dice_eps", "oracle_frames"):
+            data["losses"].pop(key, None)
     data["data"].pop("num_workers", None)
     for spec in data["data"]["datasets"]:
         spec.pop("root", None)
@@ -120,8 +123,36 @@ def check_recorded(path: Path, config) -> bool:
     return True
 
 
+def lock_path(work: Path, name: str, seed: int) -> Path:
+    return work / name / f"s{seed}" / "running.pid"
+
+
+def running_elsewhere(work: Path, name: str, seed: int) -> bool:
+    """True while another live process works on this run (its PID is in WORK/<variant>/s<seed>/running.pid)."""
+    try:
+        pid = int(lock_path(work, name, seed).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid()
+
+
 def run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations: int | None, extra: list[str]) -> dict:
     """Train (resuming) and evaluate one (variant, seed); writes OUT/study/<variant>_s<seed>.json."""
+    from vos.errors import VosError
+
+    if running_elsewhere(work, name, seed):
+        raise VosError(f"{lock_path(work, name, seed)}: this run is in progress in another process")
+    lock = lock_path(work, name, seed)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    try:
+        return _run_one(name, seed, root, work, out, iterations, extra)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations: int | None, extra: list[str]) -> dict:
     import torch
 
     from vos.data.datasets import open_dataset
@@ -435,10 +466,14 @@ def main(argv: list[str] | None = None) -> int:
         pending = []
         for seed in range(args.seeds):
             for name in PRIORITY:
-                if name in args.variants and not check_recorded(
+                if name not in args.variants or check_recorded(
                     result_path(args.out, name, seed), run_config(name, seed, args.root, args.work, args.iterations, args.extra)
                 ):
-                    pending.append((name, seed))
+                    continue
+                if running_elsewhere(args.work, name, seed):
+                    print(f"{name} seed {seed}: in progress in another process, left to it", flush=True)
+                    continue
+                pending.append((name, seed))
         print(f"{len(pending)} runs to do", flush=True)
         running: list[tuple[tuple[str, int], subprocess.Popen]] = []
         failed = []
@@ -447,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
         while pending or running:
             while pending and len(running) < args.jobs:
                 name, seed = pending.pop(0)
+                if running_elsewhere(args.work, name, seed) or result_path(args.out, name, seed).is_file():
+                    continue  # another launcher took it since this one started
                 cmd = [sys.executable, __file__, "--only", name, "--seed", str(seed), "--root", str(args.root),
                        "--work", str(args.work), "--out", str(args.out), "--threads", str(args.threads)]
                 cmd += ["--iterations", str(args.iterations)] if args.iterations else []

@@ -229,7 +229,7 @@ def test_parse_shard():
 
 def test_youtube_all_frames_saves_meta_frames_and_zips(model, tmp_path):
     yt = tmp_path / "yt"
-    generate(yt, SyntheticSpec(videos=2, frames=4, height=48, width=64, seed=5, val_fraction=0.5, layout="youtube"))
+    generate(yt, SyntheticSpec(videos=2, frames=4, height=48, width=64, seed=7, val_fraction=0.5, layout="youtube"))
     meta = json.loads((yt / "valid" / "meta.json").read_text())["videos"]
     # All frames at 30 fps: the valid frames (every 5th) and the ones in between.
     all_root = yt / "all_frames" / "valid_all_frames" / "JPEGImages"

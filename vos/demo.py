@@ -113,7 +113,7 @@ def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames:
     for r, t in enumerate(times):
         draw.text((4, header + r * row_h + row_h // 2 - 5), f"t={t}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, torch.from_numpy(np.asarray(canvas)).permute(2, 0, 1).contiguous())
+    write_image(path, torch.from_numpy(np.array(canvas)).permute(2, 0, 1).contiguous())
 
 
 def _tight_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
@@ -130,9 +130,11 @@ def _paint(index: torch.Tensor, ids: list[int], boxes: torch.Tensor) -> torch.Te
     return out
 
 
-# The demo's synthetic set: square 128² frames trained and evaluated at their native size (no
-# squashing), objects whose wavy bodies span several stride-16 feature cells, 72 train + 24 val videos.
-DEMO_DATA = SyntheticSpec(videos=96, frames=24, height=128, width=128, object_size=(0.6, 0.9))
+# The demo's synthetic set: square 128² frames evaluated at their native size, 1–2 objects whose wavy
+# bodies span several stride-16 feature cells and start apart, fewer exits from the frame than the
+# default set; 72 train + 24 val videos.
+DEMO_DATA = SyntheticSpec(videos=96, frames=24, height=128, width=128, object_size=(0.5, 0.8), max_objects=2,
+                          leave_probability=0.15)
 
 
 def ensure_demo_data(root: Path, log=print) -> None:
@@ -176,8 +178,13 @@ def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", over
     counts = {v.name: len([i for i in torch.unique(read_mask(v.annotations[0])).tolist() if i not in (0, 255)]) for v in val.videos}
     shown = max(sequences, key=lambda name: counts[name])
     overlay_strip(root, shown, out / "eval-box" / "predictions", out / "overlay.png")
+    frame = read_image(val.videos[0].frames[0]).shape[1:]
     record = {
         "weights": str(final),
+        "root": str(root),
+        "frames": f"{frame[0]}x{frame[1]} (evaluated at native size)",
+        "training": f"{config.data.size}² {config.data.geometry}, {config.data.num_frames} frames, batch "
+                    f"{config.train.batch_size}, lr {config.train.lr:g}, projection layout {config.losses.layout}",
         "iterations": config.train.iterations,
         "train_seconds": train_seconds,
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
@@ -203,5 +210,6 @@ def markdown(record: dict) -> str:
         fps = "–" if r["fps"] is None else f"{r['fps']:.1f}"
         lines.append(f"| {key.split('_')[0]} | {pct(r['J&F'])} | {pct(r['J'])} | {pct(r['F'])} | {pct(r['frame0_IoU'])} | {r['area_ratio']:.2f} | {fps} |")
     lines.append("")
-    lines.append(f"weights {record['weights']}, {record['iterations']} iterations, {record['device']}, torch {record['torch']}")
+    lines.append(f"weights {record['weights']}, {record['iterations']} iterations ({record.get('training', '')}), "
+                 f"frames {record.get('frames', '')}, {record['device']}, torch {record['torch']}")
     return "\n".join(lines) + "\n"
