@@ -321,8 +321,11 @@ def targets(rows: dict[str, dict]) -> dict:
         stat = row[init].get(metric) if row else None
         return stat["mean"] if stat else None
 
-    def target(value: float | None, threshold: float, description: str) -> dict:
-        return {"description": description, "value": value, "threshold": threshold,
+    def seeds(*names: str) -> int:
+        return min((rows[n]["mask_init"]["J&F"]["n"] for n in names if n in rows), default=0)
+
+    def target(value: float | None, threshold: float, description: str, *names: str) -> dict:
+        return {"description": description, "value": value, "threshold": threshold, "seeds": seeds(*names),
                 "met": None if value is None else bool(value >= threshold - 1e-9)}  # float noise of the means
 
     def diff(a: float | None, b: float | None) -> float | None:
@@ -333,15 +336,15 @@ def targets(rows: dict[str, dict]) -> dict:
 
     out = {
         "oracle_vs_gt_box": target(diff(mean("oracle", "mask_init"), mean(BASELINE, "mask_init")), 0.20,
-                                   "oracle J&F − GT-box J&F (mask init)"),
+                                   "oracle J&F − GT-box J&F (mask init)", "oracle"),
         "oracle_multi_object": target(mean("oracle", "mask_init", "multi_object_J&F"), 0.70,
-                                      "oracle J&F on multi-object videos (mask init)"),
+                                      "oracle J&F on multi-object videos (mask init)", "oracle"),
         "weak_vs_oracle_mask_init": target(ratio(mean("all_soft", "mask_init"), mean("oracle", "mask_init")), 0.90,
-                                           "all losses (soft) J&F / oracle J&F, mask init"),
+                                           "all losses (soft) J&F / oracle J&F, mask init", "all_soft", "oracle"),
         "weak_vs_oracle_box_init": target(ratio(mean("all_soft", "box_init"), mean("oracle", "box_init")), 0.92,
-                                          "all losses (soft) J&F / oracle J&F, box init"),
+                                          "all losses (soft) J&F / oracle J&F, box init", "all_soft", "oracle"),
         "weak_beats_boxes": target(diff(mean("all_soft", "mask_init", "J"), mean(BASELINE, "mask_init", "J")), 0.15,
-                                   "all losses (soft) J − GT-box J (mask init)"),
+                                   "all losses (soft) J − GT-box J (mask init)", "all_soft"),
     }
     for with_loss, without in ADDED_LOSS:
         for init in ("mask_init", "box_init"):
@@ -352,10 +355,11 @@ def targets(rows: dict[str, dict]) -> dict:
                 gain, spread = a["mean"] - b["mean"], a["std"] + b["std"]
                 out[key] = {"description": f"J&F gain of {with_loss} over {without} ({init.replace('_', ' ')}) "
                                            f"beyond the seeds' spread (sum of the two standard deviations)",
-                            "value": gain, "threshold": spread, "met": bool(gain > spread) if min(a["n"], b["n"]) > 1 else None}
+                            "value": gain, "threshold": spread, "seeds": min(a["n"], b["n"]),
+                            "met": bool(gain > spread) if min(a["n"], b["n"]) > 1 else None}
             else:
-                out[key] = {"description": f"J&F gain of {with_loss} over {without} ({init})", "value": None,
-                            "threshold": None, "met": None}
+                out[key] = {"description": f"J&F gain of {with_loss} over {without} ({init.replace('_', ' ')})",
+                            "value": None, "threshold": None, "seeds": 0, "met": None}
     return out
 
 
@@ -384,12 +388,12 @@ def markdown(study: dict) -> str:
             f"| {pm(m['area_ratio'], 1.0, 2)} | {pm(single)} / {pm(multi)} | {len(row['seeds'])} "
             f"| {row['iterations']} | {pm(row['train_minutes'], 1.0) if row['variant'] != BASELINE else '–'} |"
         )
-    lines += ["", "| target | value | threshold | met |", "|---|---:|---:|---|"]
+    lines += ["", "| target | value | threshold | met | seeds |", "|---|---:|---:|---|---:|"]
     for t in study["targets"].values():
         value = "–" if t["value"] is None else f"{t['value']:.3f}"
         threshold = "–" if t["threshold"] is None else f"{t['threshold']:.3f}"
         met = {True: "yes", False: "**no**", None: "not yet measured"}[t["met"]]
-        lines.append(f"| {t['description']} | {value} | {threshold} | {met} |")
+        lines.append(f"| {t['description']} | {value} | {threshold} | {met} | {t['seeds']} |")
     return "\n".join(lines) + "\n"
 
 
