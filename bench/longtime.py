@@ -1,4 +1,4 @@
-"""Long-video inference benchmark (SPEC §8): a thin command line over ``vos.bench.run_longtime``.
+"""Long-video inference benchmark: a thin command line over ``vos.bench.run_longtime``.
 
     python bench/longtime.py --out bench/results/longtime_xmem_480p --preset xmem --size 480 \
         --frames 60 --prefill --threads 1

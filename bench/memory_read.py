@@ -1,4 +1,4 @@
-"""Memory-read benchmark (SPEC §3): Triton vs PyTorch sparse vs XMem's dense read at DAVIS shapes.
+"""Memory-read benchmark: Triton vs PyTorch sparse vs XMem's dense read at DAVIS shapes.
 
     python bench/memory_read.py --out bench/results            # full grid
     python bench/memory_read.py --out bench/results --quick    # two shapes, no torch.compile

@@ -1,10 +1,10 @@
-"""Weak-loss benchmark (SPEC §5, §8): Triton kernels vs the PyTorch reference, forward + backward,
+"""Weak-loss benchmark: Triton kernels vs the PyTorch reference, forward + backward,
 and the share of a training iteration the weak loss takes.
 
     python bench/weak_losses.py --out bench/results            # full run
     python bench/weak_losses.py --out bench/results --quick    # small shapes, a smoke run
 
-Loss shapes (the training recipe, SPEC §6): B = 8 samples, N = 3 objects, T = 8 frames of 384×384
+Loss shapes (the training recipe): B = 8 samples, N = 3 objects, T = 8 frames of 384×384
 input, at loss stride 4 (96×96) and 1 (384×384). Inputs: logits ~ 2·N(0, 1) (fp32, the loss
 runs in fp32 under AMP too), Lab of blocky random colour frames (so the thresholds keep part of
 the edges), random boxes with some absent objects and one padded object slot. Default loss

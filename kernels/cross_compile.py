@@ -206,7 +206,7 @@ def compile_only(arch: int, records: list[CompiledRecord], scenario: Callable[[]
 # from it, and the split count is a compile-time constant.
 SM_COUNT = {80: 108, 90: 132}
 
-# DAVIS inference (480p at stride 16) and the thesis's training recipe (SPEC §6 / configs/full.yaml;
+# DAVIS inference (480p at stride 16) and the thesis's training recipe (configs/full.yaml;
 # XMem reads 3 reference frames per step).
 INFER_HW, INFER_MEMORY = 1620, (1620, 26200)  # query pixels; memory elements (1 frame, full)
 TRAIN_BATCH, TRAIN_FRAMES, TRAIN_OBJECTS, TRAIN_SIZE, TRAIN_REF_FRAMES = 8, 8, 3, 384, 3

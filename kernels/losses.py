@@ -1,4 +1,4 @@
-"""Triton weak losses (SPEC §5): the module ``vos.losses.dispatch`` loads for ``backend`` "triton"
+"""Triton weak losses: the module ``vos.losses.dispatch`` loads for ``backend`` "triton"
 / "auto". Same names and keyword arguments as the PyTorch reference in ``vos.losses`` (without
 ``backend``; each also takes an optional ``blocks: LossBlocks`` for tile sizes).
 

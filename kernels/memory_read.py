@@ -1,4 +1,4 @@
-"""Fused Triton memory read (SPEC §3): anisotropic-L2 similarity, top-k softmax and sparse readout
+"""Fused Triton memory read: anisotropic-L2 similarity, top-k softmax and sparse readout
 (inference), and a flash-attention style full-softmax read with its backward (training).
 
 Reference: ``vos.memory.read.memory_read`` (PyTorch). Shapes as there: memory keys ``mk`` B×CK×N,
@@ -84,7 +84,7 @@ class Blocks:
     query/mem/channels: BLOCK_Q, BLOCK_N, BLOCK_C of every kernel (BLOCK_N is raised to K_PAD in the
     top-k selection). splits: N splits of the top-k selection (power of two; None = chosen from
     the grid size and the device's SM count). num_warps: for every launch. The defaults
-    (``DEFAULT_TOPK_BLOCKS``, ``DEFAULT_FULL_BLOCKS``) are not timed — no GPU was lent — but chosen
+    (``DEFAULT_TOPK_BLOCKS``, ``DEFAULT_FULL_BLOCKS``) are not timed on a GPU but chosen
     so that ptxas (sm_90, sm_80) spills at most a few bytes per thread: none for the top-k read at
     k ≤ 32 and the fp32 full read, 16–24 B in the bf16 full-read backward (``python -m
     kernels.cross_compile``; the first defaults, 32/64/64 with 4 warps, spilled 0.2–17 KB per thread

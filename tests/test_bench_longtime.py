@@ -1,4 +1,4 @@
-"""``vos bench --video longtime`` (SPEC §8) on tiny shapes: its report, plots, memory pre-fill and inputs."""
+"""``vos bench --video longtime`` on tiny shapes: its report, plots, memory pre-fill and inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""torch.compile of inference and training (SPEC §1): compiled = eager, and recompilations stay bounded.
+"""torch.compile of inference and training: compiled = eager, and recompilations stay bounded.
 
 The whole-video tests compile with ``aot_eager`` (dynamo capture + AOTAutograd functionalisation,
 the graphs the inductor backend would be given, without its C++ code generation, which takes minutes

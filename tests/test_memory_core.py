@@ -1,4 +1,4 @@
-"""InferenceCore (SPEC §4) with the small random-init network on tiny frames."""
+"""InferenceCore with the small random-init network on tiny frames."""
 
 import pytest
 import torch

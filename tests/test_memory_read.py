@@ -1,4 +1,4 @@
-"""Memory read (SPEC §3): similarity, top-k softmax, sparse vs dense readout, usage, dispatch."""
+"""Memory read: similarity, top-k softmax, sparse vs dense readout, usage, dispatch."""
 
 import math
 import sys

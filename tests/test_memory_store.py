@@ -1,4 +1,4 @@
-"""Inference memory stores (SPEC §4): consolidation, pruning, object groups, bounded size."""
+"""Inference memory stores: consolidation, pruning, object groups, bounded size."""
 
 import pytest
 import torch

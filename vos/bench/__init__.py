@@ -1,4 +1,4 @@
-"""Benchmarks (SPEC §8): ``vos bench --video longtime`` (:func:`run_longtime`) and its plots."""
+"""Benchmarks: ``vos bench --video longtime`` (:func:`run_longtime`) and its plots."""
 
 from vos.bench.longtime import run_longtime
 

@@ -1,4 +1,4 @@
-"""``vos bench --video longtime``: inference speed and memory over a long video (SPEC §8).
+"""``vos bench --video longtime``: inference speed and memory over a long video.
 
 The video is the Long-Time Video set (``root``: ``JPEGImages/<video>/`` + ``Annotations/<video>/``,
 or its ``long_video`` folder) or, without a root, a built-in synthetic video generated frame by frame

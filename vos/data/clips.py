@@ -1,5 +1,5 @@
 """Training clips: sources (mask videos, box-only videos, static images), XMem's frame sampling with the
-max-skip curriculum, augmentation, and the supervision modes (SPEC §6).
+max-skip curriculum, augmentation, and the supervision modes.
 
 Reproducibility without shared state: a clip is a pure function of its *draw id* (the global sample
 counter ``iteration · batch + i``, offset per DDP rank). Its random generator is seeded from

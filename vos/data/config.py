@@ -30,7 +30,7 @@ class DatasetSpec:
 
 @dataclass
 class DataConfig:
-    """Clip sampling (XMem's max-skip curriculum) and supervision mode (SPEC §6)."""
+    """Clip sampling (XMem's max-skip curriculum) and supervision mode."""
 
     datasets: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
     num_frames: int = 8

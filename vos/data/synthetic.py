@@ -1,4 +1,4 @@
-"""Procedural synthetic videos in DAVIS or YouTube-VOS layout (SPEC §9).
+"""Procedural synthetic videos in DAVIS or YouTube-VOS layout.
 
 Each video has a textured background and 1–3 objects with non-convex shapes — a wavy star-like body,
 thin limbs sticking out, a hole — filled with textures whose colours differ from the background but

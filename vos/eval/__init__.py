@@ -1,4 +1,4 @@
-"""Evaluation: DAVIS / YouTube-VOS metrics, folder scoring and reports (SPEC §7)."""
+"""Evaluation: DAVIS / YouTube-VOS metrics, folder scoring and reports."""
 
 from vos.eval.metrics import boundary_f, jaccard, seg2bmap, sequence_scores, summarize, youtube_g
 from vos.eval.report import set_runtime, write_reports

@@ -1,4 +1,4 @@
-"""Evaluation configuration (SPEC §7)."""
+"""Evaluation configuration."""
 
 from __future__ import annotations
 

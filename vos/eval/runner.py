@@ -1,4 +1,4 @@
-"""The evaluation loop (``vos eval``): segment a benchmark, write the predictions, score them (SPEC §7).
+"""The evaluation loop (``vos eval``): segment a benchmark, write the predictions, score them.
 
 For each sequence of the dataset (or of one shard of it) the frames are resized so that the shorter
 side is ``size`` (``-1``: native), run through one :class:`~vos.memory.core.InferenceCore` with the

@@ -1,4 +1,4 @@
-"""What an evaluation runs on: each benchmark turned into sequence jobs (SPEC §7).
+"""What an evaluation runs on: each benchmark turned into sequence jobs.
 
 A :class:`SequenceJob` is one video as the evaluation loop sees it: the frames in play order, the
 name each prediction is written under, the frames that carry annotations (each object is given to

@@ -1,4 +1,4 @@
-"""Weak (box) and oracle (mask) losses, thesis chapter 3 / SPEC §5, in PyTorch.
+"""Weak (box) and oracle (mask) losses, thesis chapter 3 / in PyTorch.
 
 The PyTorch functions here are the reference of the Triton kernels (`kernels.losses`, chosen by
 `backend`, see `vos.losses.dispatch`) and the CPU path. Shapes: per-object tensors B×N×T×H×W at the

@@ -7,7 +7,7 @@ import torch
 from vos.losses.resample import area_downsample
 
 # skimage.color's sRGB → XYZ matrix and D65 reference white; the Lab colour similarity of the
-# pairwise and temporal losses (SPEC §5) is defined on exactly these numbers.
+# pairwise and temporal losses is defined on exactly these numbers.
 _XYZ_FROM_RGB = (
     (0.412453, 0.357580, 0.180423),
     (0.212671, 0.715160, 0.072169),
@@ -65,7 +65,7 @@ def _lab(x: torch.Tensor) -> torch.Tensor:
 def frames_to_lab(frames: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """RGB frames (...×3×H×W, uint8 or float in [0, 1]) → Lab at the loss resolution (...×3×H/s×W/s).
 
-    The RGB values are area-averaged over s×s blocks first (SPEC §5: "from uint8 RGB averaged down
+    The RGB values are area-averaged over s×s blocks first ("from uint8 RGB averaged down
     to the loss resolution"), then converted, so a loss pixel's colour is the mean colour of the
     input pixels it covers. Frames must be raw RGB, not ImageNet-normalised network input.
     """

@@ -1,4 +1,4 @@
-"""Loss configuration (SPEC §5, thesis ch. 3 and §4.3): every constant of the weak and oracle losses."""
+"""Loss configuration (thesis ch. 3 and §4.3): every constant of the weak and oracle losses."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class LossConfig:
         w_proj / w_pair / w_temp: weights of the projection, pairwise and temporal losses.
         warmup_iters: the pairwise and temporal weights ramp linearly from 0 to their value over the
             first `warmup_iters` iterations (thesis §4.3: 10k); 0 disables the ramp.
-        stride: loss resolution = input resolution / stride (SPEC §5: 4; 1 = full resolution). Frames
+        stride: loss resolution = input resolution / stride (4; 1 = full resolution). Frames
             and the network's probabilities are area-averaged down to it.
         backend: "auto" (Triton kernels from `kernels.losses` on CUDA when present, else PyTorch),
             "torch", or "triton".

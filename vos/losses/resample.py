@@ -1,6 +1,6 @@
 """From network output, frames and boxes at the input resolution to the loss resolution.
 
-How the network's output reaches the loss resolution (SPEC §5 leaves it open; our choice):
+How the network's output reaches the loss resolution (the thesis leaves it open; our choice):
 the network gives aggregated logits B×T×(N+1)×H×W (background first) whose softmax is the per-pixel
 class distribution. We area-average that *distribution* over s×s blocks (the mean of probabilities:
 the expected fraction of the block that belongs to each object), computed in log space —

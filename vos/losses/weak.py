@@ -395,7 +395,7 @@ def temporal_loss(
     values), "hard" and "none".
 
     Normalisation — the thesis's eq. 3.18 is a plain sum over matches and patch pixels and 3.19–3.20
-    average it over pairs and objects; the SPEC says "normalised like the pairwise loss". We use:
+    average it over pairs and objects, normalised like the pairwise loss. We use:
     "pixels": each (pair, object) sum divided by H·W (the pairwise loss's 1/HW of eq. 3.16), averaged
     over pairs, objects and batch; "edges": total over the batch / number of edges. With the default
     target "patch" an in-box pixel can have up to top_k·N² = 45 edges, against 8 for the pairwise

@@ -1,4 +1,4 @@
-"""Memory read and XMem's inference memory (SPEC §3–4), and whole-video segmentation."""
+"""Memory read and XMem's inference memory, and whole-video segmentation."""
 
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore

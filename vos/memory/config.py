@@ -1,4 +1,4 @@
-"""Inference-memory configuration (SPEC §4); defaults are XMem's DAVIS evaluation settings."""
+"""Inference-memory configuration; defaults are XMem's DAVIS evaluation settings."""
 
 from __future__ import annotations
 

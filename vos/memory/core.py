@@ -1,4 +1,4 @@
-"""Frame-by-frame inference with XMem's memory (SPEC §4).
+"""Frame-by-frame inference with XMem's memory.
 
 One :class:`InferenceCore` per video (or :meth:`InferenceCore.reset` between videos)::
 

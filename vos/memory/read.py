@@ -1,4 +1,4 @@
-"""Memory read: anisotropic-L2 similarity, top-k softmax and readout (SPEC §3).
+"""Memory read: anisotropic-L2 similarity, top-k softmax and readout.
 
 Shapes (flattened spatial dims): memory keys ``mk`` B×CK×N, shrinkage ``ms`` B×1×N, query keys ``qk``
 B×CK×HW, query selection ``qe`` B×CK×HW, memory values ``mv`` B×C×N (several objects that share one

@@ -1,4 +1,4 @@
-"""Inference memory stores (SPEC §4): sensory, working and long-term memory of one video.
+"""Inference memory stores: sensory, working and long-term memory of one video.
 
 Objects that are introduced on the same frame form an *object group*. Each group owns its keys,
 shrinkage, selection, values and usage counters (as Cutie's buckets do), so the values of a group

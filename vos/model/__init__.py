@@ -1,4 +1,4 @@
-"""The XMem network (SPEC §2): modules, presets, preprocessing and weights I/O."""
+"""The XMem network: modules, presets, preprocessing and weights I/O."""
 
 from vos.model.aggregate import aggregate
 from vos.model.config import PRESETS, ModelConfig

@@ -1,4 +1,4 @@
-"""torch.compile of the network's stages (SPEC §1: the whole model runs under ``torch.compile``).
+"""torch.compile of the network's stages (the whole model runs under ``torch.compile``).
 
 :func:`compiled_stages` wraps a network's three stage methods — ``encode_key``, ``encode_value``
 and ``decode`` — each in its own ``torch.compile``; everything else (memory bookkeeping, the

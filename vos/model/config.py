@@ -1,4 +1,4 @@
-"""Network configuration (SPEC §2): the architecture's dimensions and how it is initialised.
+"""Network configuration: the architecture's dimensions and how it is initialised.
 
 Two presets give the defaults; any dimension left at ``None`` is filled from the preset in
 ``__post_init__``, so ``ModelConfig(preset="xmem")`` is the official architecture and

@@ -1,4 +1,4 @@
-"""Mask decoder (SPEC §2): fusion at stride 16, two upsampling steps with skips, a stride-4 logit."""
+"""Mask decoder: fusion at stride 16, two upsampling steps with skips, a stride-4 logit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Key encoder, key projection and value encoder (SPEC §2)."""
+"""Key encoder, key projection and value encoder."""
 
 from __future__ import annotations
 

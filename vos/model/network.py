@@ -1,4 +1,4 @@
-"""XMem network (SPEC §2): the stages as plain methods on tensors.
+"""XMem network: the stages as plain methods on tensors.
 
 Module and parameter names follow XMem's, so the official checkpoints load with ``strict=True``
 (see ``vos.model.weights``). Shapes: B batch, N objects, CK key dim, CV value dim, CH sensory dim,

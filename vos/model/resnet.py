@@ -22,7 +22,7 @@ _LAYOUT = {
 class FrozenBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose statistics never update: always normalises with the running mean/var.
 
-    XMem trains with BN in eval mode (SPEC §2); the affine weight and bias still learn. ``train()``
+    XMem trains with BN in eval mode; the affine weight and bias still learn. ``train()``
     keeps this module in eval mode whatever the parent asks, so ``model.train()`` cannot unfreeze it.
     Same state-dict keys as ``nn.BatchNorm2d`` (num_batches_tracked included).
 

@@ -1,4 +1,4 @@
-"""Trainer configuration (SPEC §6; the thesis's §4.3 recipe as defaults)."""
+"""Trainer configuration."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trainer: weak (box) or oracle (mask) supervision of XMem's training recurrence (SPEC §6).
+"""The trainer: weak (box) or oracle (mask) supervision of XMem's training recurrence.
 
 One call, :func:`train`, runs a config to completion or resumes it. It works single-process (CPU or
 one GPU) and under ``torchrun`` (DDP; NCCL on GPU, gloo on CPU): rank 0 writes logs and checkpoints,
