@@ -1,12 +1,14 @@
 """The ``vos`` command line: a thin Typer layer that parses arguments and calls the library.
 
-Errors a user can cause (:class:`vos.errors.VosError`) are printed as one line on stderr with exit
-code 1; anything else is a bug and keeps its traceback.
+Errors a user can cause (:class:`vos.errors.VosError`) and I/O failures (``OSError``: permission,
+a full disk, a read-only file system) are printed as one line on stderr with exit code 1; anything
+else is a bug and keeps its traceback. Output folders follow the contract of :mod:`vos.output`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from pathlib import Path
 from typing import Iterator, Optional
@@ -40,11 +42,20 @@ def user_errors() -> Iterator[None]:
     except VosError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:
+        from vos.output import io_error
+
+        typer.echo(f"error: {io_error(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace what an earlier vos run wrote in the output (nothing else is ever removed).")
 
 
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # off a terminal rich would print nothing until the end; the commands using this bar are short
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
 
 
@@ -69,6 +80,7 @@ def data_synthetic(
     object_size: str = typer.Option("0.45,0.75", help="LO,HI: an object's extent as a fraction of the frame's shorter side, drawn per object."),
     max_objects: int = typer.Option(3, min=1, help="Objects per video are drawn from 1..max."),
     leave_probability: float = typer.Option(0.3, min=0.0, max=1.0, help="Chance that an object leaves the frame and comes back."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Write the procedural synthetic set (DAVIS layout by default). `vos demo` generates its own set:
     --size 128x128 --videos 96 --object-size 0.5,0.8 --max-objects 2 --leave-probability 0.15."""
@@ -88,7 +100,7 @@ def data_synthetic(
                              object_size=(lo, hi), max_objects=max_objects, leave_probability=leave_probability)
         with _progress() as progress:
             task = progress.add_task("generating", total=videos)
-            summary = generate(out, spec, progress=lambda done: progress.update(task, completed=done))
+            summary = generate(out, spec, progress=lambda done: progress.update(task, completed=done), overwrite=overwrite)
     console.print(
         f"wrote {summary['train_videos']} train + {summary['val_videos']} val videos, "
         f"{summary['frames']} frames ({summary['layout']} layout) to {out}; "
@@ -149,6 +161,8 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         values = ()
     if len(values) != 4:
         raise VosError(f"--box {text!r}: expected x0,y0,x1,y1 in pixels")
+    if not all(math.isfinite(v) for v in values):
+        raise VosError(f"--box {text!r}: coordinates must be finite numbers (x0,y0,x1,y1 in pixels)")
     return values  # type: ignore[return-value]
 
 
@@ -179,6 +193,7 @@ def segment(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     overlay: Optional[Path] = typer.Option(None, help="Also write masks blended over frames: a folder or an .mp4."),
     set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Segment a video from a first-frame mask or boxes; writes one palette PNG per frame."""
     from vos.memory.segment import segment_video
@@ -192,7 +207,7 @@ def segment(
         memory = _memory_config(set_)
         boxes = [_parse_box(b) for b in box] or None
         model = load_model(weights, device=_device(device))
-        stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay)
+        stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay, overwrite=overwrite)
     console.print(
         f"segmented {stats['frames']} frames, {len(stats['objects'])} object(s) at {stats['process_size'][0]}x"
         f"{stats['process_size'][1]}: {stats['fps']:.2f} FPS (model step + resize back) → {out}"
@@ -204,12 +219,13 @@ def demo_cmd(
     root: Path = typer.Option(Path("data/demo"), help="Synthetic set (the demo's is generated here if absent)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Training run, evaluations and the report."),
     set_: list[str] = typer.Option([], "--set", help="Override the demo config, e.g. --set train.iterations=200."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Train box-only on the synthetic set, evaluate mask and box init, print the report (resumable)."""
     from vos.demo import markdown, run_demo
 
     with user_errors():
-        record = run_demo(root, out, overrides=set_, log=console.print)
+        record = run_demo(root, out, overrides=set_, log=console.print, overwrite=overwrite)
     console.print(markdown(record))
     console.print(f"report: {out / 'demo.md'}, {out / 'demo.json'}; overlays: {out / 'overlay.png'}")
 
@@ -219,16 +235,18 @@ def train_cmd(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/full.yaml (may `extends:` another)."),
     set_: list[str] = typer.Option([], "--set", help="Override one field: --set train.lr=1e-4 (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: train.out_dir of the config)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoints/latest.json (same settings; more iterations or other logging allowed)."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Train a model (box-supervised with the weak losses, or the mask oracle). Works under torchrun."""
     from vos.config import load_config
     from vos.train.trainer import train
 
     with user_errors():
-        overrides = list(set_) + ([f"train.out_dir={out}"] if out is not None else [])
-        cfg = load_config(config, overrides)
-        final = train(cfg, resume=resume)
+        cfg = load_config(config, list(set_))
+        if out is not None:
+            cfg.train.out_dir = str(out)
+        final = train(cfg, resume=resume, overwrite=overwrite)
     console.print(f"final weights: {final}")
 
 
@@ -245,6 +263,7 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     workers: Optional[int] = typer.Option(None, help="Scoring threads."),
     set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Evaluate on a dataset: palette PNGs, J&F reports (JSON/CSV/markdown), FPS; resumes where it stopped."""
     from vos.eval.report import markdown_table
@@ -261,7 +280,7 @@ def eval_cmd(
         out_dir = out if out is not None else Path("runs/eval") / f"{dataset}-{init}"
         report = evaluate(
             dataset, root, weights, out_dir, init=init, size=size, memory=_memory_config(set_),
-            shard=parse_shard(shard), overlay=overlay, device=_device(device), workers=workers,
+            shard=parse_shard(shard), overlay=overlay, device=_device(device), workers=workers, overwrite=overwrite,
         )
     if report.get("global"):
         console.print(markdown_table(report))
@@ -274,8 +293,9 @@ def score_cmd(
     gt: Path = typer.Argument(..., help="Ground truth in the same layout (e.g. DAVIS Annotations/480p)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write scores.json, scores_objects.csv, scores.md here."),
     workers: Optional[int] = typer.Option(None, help="Sequences scored in parallel (default: one per core)."),
-    protocol: str = typer.Option("auto", help="auto | davis (first and last frame excluded) | youtube (sparse GT)."),
+    protocol: str = typer.Option("auto", help="davis (dense GT; first and last frame excluded) | youtube (sparse GT) | auto: from the GT layout (printed)."),
     binary: bool = typer.Option(False, help="Merge all object ids into one (DAVIS 2016's 0/255 masks)."),
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """Score prediction folders with the DAVIS protocol (J, F, J&F; per object Mean / Recall / Decay)."""
     from vos.eval.report import markdown_table, write_reports
@@ -286,8 +306,14 @@ def score_cmd(
             raise VosError(f"--protocol {protocol!r}: expected auto, davis or youtube")
         report = score_folders(pred, gt, workers=workers, protocol=protocol, binary=binary)
         if out is not None:
-            write_reports(report, out)
+            from vos.output import claim_output
+
+            settings = {"pred": str(pred.resolve()), "gt": str(gt.resolve()), "protocol": report["protocol"], "binary": binary}
+            with claim_output(out, "score", settings, inputs=[pred, gt], overwrite=overwrite):
+                write_reports(report, out)
     console.print(markdown_table(report))
+    how = "given" if protocol != "auto" else report.get("protocol_source", "inferred")
+    console.print(f"protocol: {report['protocol']} ({how})")
 
 
 def _bench_script(name: str):

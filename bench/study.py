@@ -157,7 +157,7 @@ def _run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations
 
     from vos.data.datasets import open_dataset
     from vos.demo import summarise_eval
-    from vos.eval.report import atomic_write_text
+    from vos.output import write_text as atomic_write_text
     from vos.eval.runner import evaluate
     from vos.train.checkpoint import latest_checkpoint
     from vos.train.trainer import train
@@ -218,7 +218,7 @@ def run_gt_box(root: Path, work: Path, out: Path) -> dict:
     """Score the ground-truth box of every frame as the mask (no model: one row for both inits)."""
     from vos.demo import area_ratio
     from vos.eval.baselines import write_box_predictions
-    from vos.eval.report import atomic_write_text
+    from vos.output import write_text as atomic_write_text
     from vos.eval.score import score_folders
 
     gt_dir = root / "Annotations" / "480p"
@@ -265,7 +265,7 @@ def summarise(out: Path, command: str = "") -> dict:
     import torch
 
     from vos.bench.environment import environment
-    from vos.eval.report import atomic_write_text
+    from vos.output import write_text as atomic_write_text
 
     runs: dict[str, list[dict]] = {}
     for path in sorted((out / "study").glob("*_s*.json")):

@@ -87,11 +87,9 @@ def to_dict(config) -> dict[str, Any]:
 
 
 def save_config(config, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    from vos.output import write_text
+
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def from_dict(cls: type, data: Any, source: str = "<dict>", prefix: str = ""):

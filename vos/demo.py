@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vos.config import Config, load_config
+from vos.config import Config, load_config, to_dict
 from vos.data.datasets import open_dataset
 from vos.data.io import read_image, read_mask, write_image
 from vos.data.synthetic import SyntheticSpec, generate
 from vos.eval.runner import evaluate
 from vos.losses.resample import box_prompt_masks
-from vos.train.checkpoint import latest_checkpoint
+from vos.output import claim_output, write_text
+from vos.train.checkpoint import check_resume_settings, latest_checkpoint
 from vos.train.samples import COLOURS
 
 
@@ -146,13 +147,31 @@ def ensure_demo_data(root: Path, log=print) -> None:
     log(f"  {summary['train_videos']} train + {summary['val_videos']} val videos, mask/box fill {summary['fill_ratio']:.3f}")
 
 
-def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (), progress: bool = True, log=print) -> dict:
-    """Run the demo end to end (resumable); returns the report dict also written to OUT/demo.json."""
-    from vos.train.trainer import train
+# Settings that may differ when the demo reuses its earlier run: logging and checkpoint cadence only.
+# Anything else (more iterations included: the schedule is scaled to them) changes the weights.
+DEMO_MAY_DIFFER = ("train.log_every", "train.checkpoint_every", "train.sample_every", "train.keep_checkpoints",
+                   "data.num_workers")
 
+
+def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (),
+             progress: bool = True, log=print, overwrite: bool = False) -> dict:
+    """Run the demo end to end (resumable with the same settings); returns the report dict also
+    written to OUT/demo.json. ``overwrite`` replaces an earlier demo run in ``out`` (:mod:`vos.output`)."""
     root, out = Path(root), Path(out)
     ensure_demo_data(root, log)
     config = demo_config(root, out, overrides)
+    settings = {"root": str(root.resolve()), **to_dict(config)}
+    train_dir = Path(config.train.out_dir)
+    if not overwrite:  # also for a run written before manifests existed: its saved config decides
+        check_resume_settings(train_dir, to_dict(config), DEMO_MAY_DIFFER)
+    with claim_output(out, "demo", settings, inputs=[root], overwrite=overwrite, resumable=True, may_differ=DEMO_MAY_DIFFER,
+                      adopt=lambda path: (path / "train" / "config.yaml").is_file()):
+        return _run_demo(root, out, config, progress, log)
+
+
+def _run_demo(root: Path, out: Path, config: Config, progress: bool, log) -> dict:
+    from vos.train.trainer import train
+
     train_dir = Path(config.train.out_dir)
     final = train_dir / "final.safetensors"
     train_seconds = None
@@ -192,8 +211,8 @@ def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", over
         "mask_init": results["mask"],
         "box_init": results["box"],
     }
-    (out / "demo.json").write_text(json.dumps(record, indent=2))
-    (out / "demo.md").write_text(markdown(record))
+    write_text(out / "demo.json", json.dumps(record, indent=2))
+    write_text(out / "demo.md", markdown(record))
     return record
 
 

@@ -97,6 +97,10 @@ def check_video(video: VideoRecord) -> VideoReport:
             )
             continue
         ratios = fill_ratios(mask)
+        ratios.pop(255, None)  # void, not an object
+        if t == min(video.annotations) and not ratios:
+            # the first annotation initialises the objects; with none there, nothing is tracked
+            report.problems.append(f"{path}: first annotation of {video.name} has no object (all background or void)")
         objects.update(ratios)
         report.fill_ratios.extend(ratios.values())
     if not objects and not report.problems:

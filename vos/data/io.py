@@ -94,7 +94,7 @@ def write_image(path: str | os.PathLike, image: torch.Tensor | np.ndarray, quali
 
 
 def _atomic_save(img: Image.Image, path: Path, **kwargs) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, **kwargs)
-    os.replace(tmp, path)
+    from vos.output import atomic_write
+
+    with atomic_write(path) as tmp:
+        img.save(tmp, **kwargs)

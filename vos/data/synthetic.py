@@ -14,6 +14,7 @@ byte-identical files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from vos.data.io import write_image, write_mask
+from vos.output import claim_output, write_text
 
 CANVAS = 128  # side of an object's local raster (shape and texture), in object pixels
 CATEGORIES = ("blob", "critter", "ring", "glyph")
@@ -227,9 +229,20 @@ def _fill_ratios(index: torch.Tensor, num_objects: int) -> list[float]:
     return out
 
 
-def generate(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: Callable[[int], None] | None = None) -> dict:
-    """Write the synthetic set under ``out``; return a summary (videos per split, frames, fill ratio)."""
+def generate(
+    out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the synthetic set under ``out``; return a summary (videos per split, frames, fill ratio).
+
+    ``out`` must be new or empty; ``overwrite`` first removes an earlier set of ours (:mod:`vos.output`).
+    """
     out = Path(out)
+    with claim_output(out, "data synthetic", dataclasses.asdict(spec), overwrite=overwrite):
+        return _generate(out, spec, progress)
+
+
+def _generate(out: Path, spec: SyntheticSpec, progress: Callable[[int], None] | None) -> dict:
     names = [f"synth{i:04d}" for i in range(spec.videos)]
     n_val = max(1, round(spec.videos * spec.val_fraction)) if spec.videos > 1 else 0
     val_names, train_names = names[:n_val], names[n_val:]
@@ -286,13 +299,11 @@ def generate(out: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: C
             progress(i + 1)
     if spec.layout == "davis":
         sets = out / "ImageSets" / "2017"
-        sets.mkdir(parents=True, exist_ok=True)
-        (sets / "train.txt").write_text("".join(f"{n}\n" for n in train_names))
-        (sets / "val.txt").write_text("".join(f"{n}\n" for n in val_names))
+        write_text(sets / "train.txt", "".join(f"{n}\n" for n in train_names))
+        write_text(sets / "val.txt", "".join(f"{n}\n" for n in val_names))
     else:
         for ysplit in ("train", "valid"):
-            (out / ysplit).mkdir(parents=True, exist_ok=True)
-            (out / ysplit / "meta.json").write_text(json.dumps({"videos": meta[ysplit]}, indent=1, sort_keys=True))
+            write_text(out / ysplit / "meta.json", json.dumps({"videos": meta[ysplit]}, indent=1, sort_keys=True))
     return {
         "root": str(out),
         "layout": spec.layout,

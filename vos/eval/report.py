@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vos.output import write_text
+
 CSV_COLUMNS = (
     "sequence",
     "object",
@@ -76,8 +78,14 @@ def markdown_table(report: Mapping) -> str:
     when present) and one row per sequence."""
     glob = report.get("global", {})
     lines = ["| " + " | ".join(_GLOBAL_COLUMNS) + " | objects |", "|" + "---:|" * (len(_GLOBAL_COLUMNS) + 1)]
-    lines.append("| " + " | ".join(_pct(glob.get(c)) for c in _GLOBAL_COLUMNS) + f" | {glob.get('num_objects_scored', '')} |")
+    # the objects column counts objects as the per-sequence rows do; those without a frame to score
+    # (a 1-frame video, an object first seen on the last frame) are named in a note instead
+    total, scored = glob.get("num_objects", glob.get("num_objects_scored", "")), glob.get("num_objects_scored")
+    lines.append("| " + " | ".join(_pct(glob.get(c)) for c in _GLOBAL_COLUMNS) + f" | {total} |")
     extra = []
+    if isinstance(total, int) and isinstance(scored, int) and scored < total:
+        extra.append(f"{total - scored} of {total} objects have no frame to score (first and last frame excluded) "
+                     "and are left out of the means")
     youtube = report.get("youtube")
     if youtube:
         parts = [f"G {_pct(youtube.get('G'))}"]
@@ -110,26 +118,10 @@ def write_reports(report: Mapping, out_dir: str | os.PathLike, stem: str = "scor
     """Write ``<stem>.json``, ``<stem>_objects.csv`` and ``<stem>.md`` into ``out_dir``; return paths."""
     out = Path(out_dir)
     paths = {"json": out / f"{stem}.json", "csv": out / f"{stem}_objects.csv", "markdown": out / f"{stem}.md"}
-    atomic_write_text(paths["json"], to_json(report))
-    atomic_write_text(paths["csv"], object_csv(report))
-    atomic_write_text(paths["markdown"], markdown_table(report))
+    write_text(paths["json"], to_json(report))
+    write_text(paths["csv"], object_csv(report))
+    write_text(paths["markdown"], markdown_table(report))
     return paths
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _clean(value: Any) -> Any:

@@ -14,7 +14,8 @@ Output folder::
     OUT/overlays/<sequence>/<frame>.jpg      with overlay=True
     OUT/scores.json, scores_objects.csv, scores.md    (a shard: scores_shard<i>of<n>.*)
     OUT/submission.zip                       YouTube-VOS and DAVIS test-dev, once every sequence is done
-    OUT/eval_settings.json                   what produced the predictions (resume refuses a mismatch)
+    OUT/vos-manifest.json, .vos-written      what produced the predictions and which files are ours
+                                             (:mod:`vos.output`; resume refuses other settings)
 
 Resume: a sequence with its ``done`` marker (and all its PNGs) is skipped; any other sequence is
 redone from its first frame, its partial PNGs removed first. Shards (``shard=(i, n)``) take every
@@ -28,6 +29,7 @@ peak on a GPU, the process's peak resident set size on the CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -46,19 +48,20 @@ import torch.nn.functional as F
 
 from vos.data.io import DAVIS_PALETTE, read_image, read_mask, write_image, write_mask
 from vos.errors import DataError, VosError
-from vos.eval.report import atomic_write_text, set_runtime, write_reports
+from vos.eval.report import set_runtime, write_reports
 from vos.eval.score import score_folders
 from vos.eval.sources import DATASETS, EvalPlan, SequenceJob, build_plan, shard_jobs
 from vos.losses.resample import box_prompt_masks
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.memory.segment import _blend, _process_size, _resize_image
+from vos.output import atomic_write, claim_output, write_text
+from vos.progress import is_terminal, progress_lines
 
 PREDICTIONS = "predictions"
 DONE = "done"
 OVERLAYS = "overlays"
 GROUND_TRUTH = "ground_truth"  # LV ×3: the ground truth copied onto the ×3 timeline
-SETTINGS = "eval_settings.json"
 SUBMISSION = "submission.zip"
 
 _PREFETCH = 3  # frames read ahead by a background thread
@@ -92,6 +95,7 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = True,
     workers: int | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Evaluate a model on a dataset; write predictions, reports (and the submission zip); return the report.
 
@@ -111,6 +115,7 @@ def evaluate(
         device: where to run (default: the model's device for a network, else CUDA when available).
         progress: rich progress bars (sequences, frames, running FPS).
         workers: scoring threads (default: one per CPU core).
+        overwrite: first remove what an earlier run of ours wrote in ``out_dir`` (any settings).
 
     Returns:
         The report (as written to ``scores.json``): ``global``, ``sequences`` (with runtime per
@@ -133,13 +138,19 @@ def evaluate(
     model, weights_id = _prepare_model(weights_or_model, device)
     settings = {
         "dataset": dataset,
+        "root": str(Path(root).resolve()),
         "init": init,
         "size": size,
         "memory": {k: getattr(memory, k) for k in _MEMORY_KEYS},
         "weights": weights_id,
     }
-    _check_settings(out, settings)
+    # shards share the folder; a network passed in (no path) cannot be compared with earlier weights
+    with claim_output(out, "eval", settings, inputs=[root], overwrite=overwrite, resumable=True,
+                      may_differ=("weights",) if weights_id is None else ()):
+        return _evaluate(plan, out, model, memory, settings, init, size, shard, overlay, workers, progress, dataset)
 
+
+def _evaluate(plan, out, model, memory, settings, init, size, shard, overlay, workers, progress, dataset) -> dict:
     jobs = shard_jobs(plan.jobs, shard)
     core = InferenceCore(model, memory)
     ran: list[str] = []
@@ -154,7 +165,7 @@ def evaluate(
             _clear_sequence(out, job.name)
             core.reset()
             stats = _run_sequence(job, core, out, init=init, size=size, binary=plan.binary, overlay=overlay, ui=ui)
-            atomic_write_text(out / DONE / f"{job.name}.json", json.dumps(stats, indent=1) + "\n")
+            write_text(out / DONE / f"{job.name}.json", json.dumps(stats, indent=1) + "\n")
             ran.append(job.name)
 
     markers = {job.name: _load_marker(out, job) for job in plan.jobs}
@@ -213,6 +224,12 @@ def _run_sequence(
             )
         given, new_ids, new_boxes = None, [], {}
         if mask is not None:
+            if t == first_ann and tuple(mask.shape) != frame_size and tuple(read_mask(job.annotations[t]).shape) == gt_size:
+                # the first annotation sets the output size, so a wrong one is named here, not the next
+                raise DataError(
+                    f"{job.annotations[t]}: mask is {mask.shape[1]}×{mask.shape[0]}, the frames of '{job.name}' "
+                    f"are {frame_size[1]}×{frame_size[0]}"
+                )
             if tuple(mask.shape) != gt_size:
                 raise DataError(
                     f"{job.annotations[t]}: mask is {mask.shape[1]}×{mask.shape[0]}, the first annotation "
@@ -407,29 +424,13 @@ def _prepare_model(source, device) -> tuple[torch.nn.Module, str | None]:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     text = str(source)
-    weights_id = f"preset:{text}" if text in PRESETS and not Path(text).exists() else str(Path(text).resolve())
-    return load_model(source, device), weights_id
-
-
-def _check_settings(out: Path, settings: dict) -> None:
-    """Record what produces the predictions; refuse to resume a folder written with other settings."""
-    path = out / SETTINGS
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if isinstance(old, dict):
-            for key, value in settings.items():
-                if key == "weights" and (value is None or old.get(key) is None):
-                    continue
-                if old.get(key) != value:
-                    raise VosError(
-                        f"{path}: this folder holds an evaluation with {key}={json.dumps(old.get(key))}, not "
-                        f"{json.dumps(value)}; use another --out or delete it"
-                    )
-            return
-    atomic_write_text(path, json.dumps(settings, indent=1) + "\n")
+    model = load_model(source, device)
+    if text in PRESETS and not Path(text).exists():
+        return model, f"preset:{text}"
+    # the content, not the path: weights retrained in place must not be mixed with older predictions
+    with open(text, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return model, f"sha256:{digest}"
 
 
 def _load_marker(out: Path, job: SequenceJob) -> dict | None:
@@ -533,24 +534,18 @@ def _write_timeline_gt(folder: Path, job: SequenceJob) -> None:
         dst = folder / f"{name}.png"
         if dst.is_file():
             continue
-        tmp = folder / f".{name}.png.tmp{os.getpid()}"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        with atomic_write(dst) as tmp:
+            shutil.copyfile(src, tmp)
 
 
 def _write_submission(path: Path, pred_dir: Path, names: list[str], layout: str) -> None:
     """The zip a benchmark server takes: ``Annotations/<video>/<frame>.png`` (YouTube-VOS) or
     ``<sequence>/<frame>.png`` (DAVIS test-dev); written under a temporary name, then renamed."""
     prefix = "Annotations/" if layout == "youtube" else ""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
-            for name in names:
-                for png in sorted((pred_dir / name).glob("*.png")):
-                    zf.write(png, f"{prefix}{name}/{png.name}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in names:  # PNGs are compressed already, hence stored
+            for png in sorted((pred_dir / name).glob("*.png")):
+                zf.write(png, f"{prefix}{name}/{png.name}")
 
 
 # ------------------------------------------------------------------------------ progress
@@ -564,11 +559,16 @@ class _Progress:
         self.done_frames = 0  # timed frames and seconds of the sequences finished in this run
         self.done_seconds = 0.0
         self._bar: Any = None
+        self._lines: Any = None  # plain lines when stdout is not a terminal
+        self._advance: Any = None
         self._seqs: Any = None
         self._frames: Any = None
 
     def __enter__(self) -> _Progress:
-        if self.enabled:
+        if self.enabled and not is_terminal():
+            self._lines = progress_lines(f"eval {self.label}", self.total, unit="sequences")
+            self._advance = self._lines.__enter__()
+        elif self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._bar = Progress(
@@ -582,12 +582,16 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if self._lines is not None:
+            self._lines.__exit__(*exc)
 
     def _fps(self, frames: int, seconds: float) -> str:
         frames, seconds = self.done_frames + frames, self.done_seconds + seconds
         return f"{frames / seconds:.1f} FPS" if seconds > 0 else ""
 
     def skip(self, name: str) -> None:
+        if self._advance is not None:
+            self._advance(1, f"{name}: done before")
         if self._bar is not None:
             self._bar.update(self._seqs, advance=1, info=f"{name}: done before")
 
@@ -605,5 +609,7 @@ class _Progress:
     def end_sequence(self, frames: int, seconds: float) -> None:
         self.done_frames += frames
         self.done_seconds += seconds
+        if self._advance is not None:
+            self._advance(1, f"{self.done_frames} frames, {self._fps(0, 0.0) or '– FPS'}")
         if self._bar is not None:
             self._bar.update(self._seqs, advance=1, info=self._fps(0, 0.0))

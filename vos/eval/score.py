@@ -1,15 +1,17 @@
 """Scoring folders of predicted masks against ground truth (``vos score PRED_DIR GT_DIR``).
 
 Both folders hold ``<sequence>/<frame>.png`` index masks (palette or grayscale). Every ground-truth
-frame needs a prediction of the same name; extra prediction frames are ignored. Two protocols:
+frame needs a prediction of the same name; a prediction sequence without ground truth, or (``davis``)
+a prediction frame without ground truth, is an error naming it, never a reason to switch protocols.
+Two protocols:
 
 * ``davis`` — dense ground truth: each object is scored from the frame after its first appearance to
   the second-to-last frame (the DAVIS semi-supervised protocol: first and last frame excluded).
 * ``youtube`` — sparse ground truth (YouTube-VOS style, fewer annotated frames than predicted ones):
   each object is scored on the annotated frames after its first appearance, the last one included.
 
-``auto`` picks ``youtube`` for a sequence whose ground truth has fewer frames than its predictions and
-``davis`` otherwise. Ground-truth 255 is void (background for every object), as in the toolkit; with
+``auto`` reads the protocol from the ground-truth layout alone: ``youtube`` when the frame numbers of
+some sequence have gaps (sparse annotations), ``davis`` otherwise; the report says which and why. Ground-truth 255 is void (background for every object), as in the toolkit; with
 ``binary=True`` all nonzero ids form one object (DAVIS 2016, whose annotations are 0/255).
 
 Sequences are scored in parallel (a thread or process pool); frames are read and scored in chunks,
@@ -83,6 +85,17 @@ def score_folders(
     for name in names:
         if not (pred_root / name).is_dir():
             raise DataError(f"{pred_root / name}: no predictions for sequence {name}")
+    if sequences is None:
+        stray = sorted(p.name for p in pred_root.iterdir() if p.is_dir() and p.name not in names and any(p.glob("*.png")))
+        if stray:
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            raise DataError(f"{pred_root / stray[0]}: predictions for sequence {stray[0]}, which has no ground truth in {gt_root}{more}")
+    source = "given"
+    if protocol == "auto":
+        sparse = next((n for n in names if _sparse(gt_root / n)), None)
+        protocol = "youtube" if sparse else "davis"
+        source = (f"inferred: the ground truth of {sparse} skips frame numbers" if sparse
+                  else "inferred: the ground-truth frames are consecutive")
 
     jobs = [(str(pred_root / n), str(gt_root / n), n, protocol, bound_th, binary) for n in names]
     if workers is None:
@@ -91,6 +104,7 @@ def score_folders(
     results = _run(jobs, workers, executor, progress)
 
     report = build_report(results, categories=categories, seen_categories=seen_categories)
+    report["protocol_source"] = source
     report["pred_dir"], report["gt_dir"] = str(pred_root), str(gt_root)
     report["bound_th"] = bound_th
     report["binary"] = binary
@@ -122,8 +136,17 @@ def score_sequence(
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise DataError(f"{pred_seq_dir / (missing[0] + '.png')}: missing prediction for sequence {name}, frame {missing[0]}{more}")
     if protocol == "auto":
-        protocol = "youtube" if len(pred_by_stem) > len(gt_files) else "davis"
+        protocol = "youtube" if _sparse(gt_seq_dir) else "davis"
     exclude_last = protocol == "davis"
+    if protocol == "davis":
+        gt_stems = {g.stem for g in gt_files}
+        stray = sorted(stem for stem in pred_by_stem if stem not in gt_stems)
+        if stray:
+            more = f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""
+            raise DataError(
+                f"{pred_by_stem[stray[0]]}: prediction frame {stray[0]} of sequence {name} has no ground truth{more} "
+                "(the davis protocol needs one prediction per ground-truth frame; sparse ground truth: --protocol youtube)"
+            )
 
     num = len(gt_files)
     first: dict[int, int] = {}  # object → index of its first ground-truth frame
@@ -301,6 +324,12 @@ def _category(categories: Mapping[str, Mapping[int, str]], seq: str, obj: int) -
         return None
     cat = objs.get(obj, objs.get(str(obj)))  # type: ignore[call-overload]
     return cat if cat else None
+
+
+def _sparse(gt_seq_dir: Path) -> bool:
+    """Whether a ground-truth sequence skips frame numbers (YouTube-VOS: every 5th frame annotated)."""
+    numbers = sorted(int(p.stem) for p in gt_seq_dir.glob("*.png") if p.stem.isdigit())
+    return any(b - a > 1 for a, b in zip(numbers, numbers[1:]))
 
 
 def _sequence_names(gt_root: Path, sequences: Sequence[str] | None) -> list[str]:

@@ -202,6 +202,10 @@ def _open_flat(root: Path, generic: bool) -> list[tuple[str, list[Path], dict[in
 
 
 def _youtube_jobs(root: Path) -> list[SequenceJob]:
+    if not (root / "valid").is_dir() and not (root / "meta.json").is_file():
+        davis = (root / "JPEGImages" / "480p").is_dir() or (root / "ImageSets").is_dir()
+        hint = "; it looks like a DAVIS root (--dataset d16 or d17)" if davis else ""
+        raise DataError(f"{root}: not a YouTube-VOS root (expected valid/JPEGImages/<video>/ and valid/meta.json){hint}")
     ds = open_dataset(root, "valid", layout="youtube")
     base = root / "valid" if (root / "valid").is_dir() else root
     meta_frames = _meta_frames(base / "meta.json")

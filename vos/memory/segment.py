@@ -8,7 +8,11 @@ Timing covers the model step and the resize back (as XMem's FPS), not reading or
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +25,8 @@ from vos.data.io import DAVIS_PALETTE, FRAME_SUFFIXES, list_frames, read_image, 
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
+from vos.output import atomic_write, claim_output
+from vos.progress import progress_lines
 
 _VIDEO_EXTRA = "reading mp4 needs the video extra: pip install 'vos[video]'"
 _OVERLAY_ALPHA = 0.5
@@ -36,6 +42,7 @@ def segment_video(
     size: int = 480,
     overlay: str | os.PathLike | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Segment every frame of a video and write the masks.
 
@@ -50,7 +57,9 @@ def segment_video(
             every object keeps pixels).
         size: shorter side of the processed frames; -1 = native resolution.
         overlay: optional visualisation — a folder of PNGs, or a ``.mp4`` file (needs PyAV).
-        progress: show a rich progress bar.
+        progress: show progress (a bar on a terminal, plain lines otherwise).
+        overwrite: replace what an earlier run of ours wrote in ``out_dir`` (and the overlay); a
+            folder holding anything else is refused either way (:mod:`vos.output`).
 
     Returns:
         stats: frames, objects (ids), input_size and process_size (H, W), seconds and fps of the
@@ -62,7 +71,24 @@ def segment_video(
         raise VosError("segment: give exactly one of a first-frame mask (--mask) or boxes (--box)")
     if size != -1 and size < 16:
         raise VosError(f"segment: size must be -1 (native) or at least 16, got {size}")
+    for box in boxes or ():
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
+            raise VosError(f"segment: box {tuple(box)} has a coordinate that is not a finite number")
     names, frames, count, rate = _open_frames(input_path)
+    settings = {"input": str(input_path.resolve()), "mask": str(Path(mask_path).resolve()) if mask_path else None,
+                "boxes": [list(b) for b in boxes] if boxes else None, "size": size,
+                "memory": dataclasses.asdict(memory_config) if memory_config is not None else None}
+    with contextlib.ExitStack() as claims:
+        claims.enter_context(claim_output(out_dir, "segment", settings, inputs=[input_path, mask_path], overwrite=overwrite))
+        if overlay is not None and Path(overlay).suffix.lower() != ".mp4":
+            claims.enter_context(claim_output(overlay, "segment", settings, inputs=[input_path, mask_path], overwrite=overwrite))
+        elif overlay is not None and Path(overlay).exists() and not overwrite:
+            raise VosError(f"{overlay}: exists; choose another --overlay file or pass --overwrite")
+        return _segment(input_path, out_dir, model, memory_config, mask_path, boxes, size, overlay, progress,
+                        names, frames, count, rate)
+
+
+def _segment(input_path, out_dir, model, memory_config, mask_path, boxes, size, overlay, progress, names, frames, count, rate) -> dict:
     core = InferenceCore(model, memory_config)
     device = core.device
     overlay_writer = _OverlayWriter(Path(overlay), rate) if overlay is not None else None
@@ -192,6 +218,8 @@ def _first_mask(
     for i, box in enumerate(boxes):
         if len(box) != 4:
             raise VosError(f"segment: box {i + 1} must be x0,y0,x1,y1, got {tuple(box)}")
+        if not all(math.isfinite(float(v)) for v in box):
+            raise VosError(f"segment: box {i + 1} {tuple(box)} has a coordinate that is not a finite number")
         x0, y0, x1, y1 = (round(float(v)) for v in box)
         if x1 <= x0 or y1 <= y0:
             raise VosError(f"segment: box {i + 1} {tuple(box)} is empty (need x0 < x1 and y0 < y1)")
@@ -235,9 +263,13 @@ def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 @contextmanager
 def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callback; a rich progress bar when enabled."""
+    """Yield an ``advance()`` callback; a rich progress bar on a terminal, plain lines otherwise."""
     if not enabled:
         yield lambda: None
+        return
+    if not sys.stdout.isatty():
+        with progress_lines(f"segment {label}", total, unit="frames") as advance:
+            yield advance
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -276,7 +308,8 @@ class _OverlayWriter:
         self._stream = None
         if self.video:
             _import_av()
-            self._tmp = path.with_name(f".{path.stem}.tmp.mp4")
+            self._file = atomic_write(path)
+            self._tmp = self._file.__enter__()
 
     def write(self, name: str, image: torch.Tensor) -> None:
         if not self.video:
@@ -297,15 +330,17 @@ class _OverlayWriter:
             self._container.mux(packet)
 
     def close(self, success: bool) -> None:
-        if self._container is None:
+        if not self.video:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
         if success:
-            os.replace(self._tmp, self.path)
+            self._file.__exit__(None, None, None)  # rename into place (and record it)
         else:
-            self._tmp.unlink(missing_ok=True)
+            failed = VosError("overlay not finished")
+            self._file.__exit__(VosError, failed, None)  # removes the temporary
 
 
 def _video_codec(av) -> str:

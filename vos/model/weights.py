@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -79,19 +80,24 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
         raise TypeError("save_weights needs an XMem model (with a ModelConfig in .config)")
     config_text = json.dumps(_config_dict(config), indent=2)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    json_path = path.with_suffix(".json")
-    tmp_weights = path.with_name(f".{path.name}.tmp")
-    tmp_json = json_path.with_name(f".{json_path.name}.tmp")
-    try:
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt", _CONFIG_METADATA_KEY: config_text})
-        tmp_json.write_text(config_text + "\n")
-        os.replace(tmp_json, json_path)
-        os.replace(tmp_weights, path)
-    finally:
-        for tmp in (tmp_weights, tmp_json):
-            tmp.unlink(missing_ok=True)
+    from vos.output import atomic_write, io_error, write_text
+
+    write_text(path.with_suffix(".json"), config_text + "\n")
+    with atomic_write(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata={"format": "pt", _CONFIG_METADATA_KEY: config_text})
+        except Exception as exc:  # safetensors reports I/O failures (ENOSPC, EACCES) as SafetensorError
+            if isinstance(exc, OSError):
+                raise
+            raise io_error(_safetensors_os_error(exc), path) from None
     return path
+
+
+def _safetensors_os_error(exc: Exception) -> OSError:
+    """An OSError with the errno found in a SafetensorError's text (``Os { code: 28, ... }``)."""
+    match = re.search(r"code: (\d+)", str(exc))
+    code = int(match.group(1)) if match else 0
+    return OSError(code, os.strerror(code) if code else str(exc).splitlines()[0])
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
@@ -176,12 +182,25 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
     model.load_state_dict(state, strict=True)
 
 
+def _pth_reason(exc: Exception) -> str:
+    """Why torch.load refused a file, in one sentence. torch's own message for pickled objects
+    suggests ``weights_only=False``, i.e. running the file's code; a weights file never needs that."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+        match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" ({match.group(1)})" if match else ""
+        return f"it holds pickled Python objects{what}, not only tensors; it is not loaded, since that would run code from the file"
+    if "zip" in text.lower() or "central directory" in text:
+        return "not a valid torch zip file; truncated or corrupt"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first if len(first) <= 200 else type(exc).__name__
+
+
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, truncated file, disallowed pickle globals
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({_pth_reason(exc)})") from None
     if isinstance(obj, dict):
         for wrapper in _WRAPPER_KEYS:
             if isinstance(obj.get(wrapper), dict):

@@ -20,6 +20,7 @@ import torch
 
 from vos.errors import CheckpointError
 from vos.model.weights import load_weights, save_weights
+from vos.output import atomic_write, write_text
 
 
 def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, keep: int) -> Path:
@@ -35,13 +36,10 @@ def save_checkpoint(out_dir: Path, iteration: int, model, optimizer, scheduler, 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     state_path = ckpt_dir / f"{stem}.state.pt"
-    tmp = state_path.with_name(f".{state_path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, state_path)
+    with atomic_write(state_path) as tmp:
+        torch.save(state, tmp)
     latest = {"iteration": iteration, "weights": Path(weights).name, "state": state_path.name}
-    tmp = ckpt_dir / ".latest.json.tmp"
-    tmp.write_text(json.dumps(latest))
-    os.replace(tmp, ckpt_dir / "latest.json")
+    write_text(ckpt_dir / "latest.json", json.dumps(latest))
     _prune(ckpt_dir, keep)
     return Path(weights)
 
@@ -80,3 +78,41 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> int:
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["iteration"])
+
+
+# Settings that may change when a run is resumed: more iterations, the logging and checkpoint cadence,
+# the data-loading workers and the folder itself. Anything else would silently mix two trainings.
+RESUME_MAY_DIFFER = ("train.iterations", "train.log_every", "train.checkpoint_every", "train.sample_every",
+                     "train.keep_checkpoints", "train.out_dir", "data.num_workers")
+
+
+def is_training_run(out_dir: Path) -> bool:
+    """A folder that ``vos train`` wrote (its saved config and a checkpoint), manifest or not."""
+    return (Path(out_dir) / "config.yaml").is_file() and (Path(out_dir) / "checkpoints" / "latest.json").is_file()
+
+
+def check_resume_settings(out_dir: Path, settings: dict, may_differ: tuple[str, ...]) -> None:
+    """Refuse to continue ``out_dir`` with settings (``to_dict(config)``) other than its saved
+    ``config.yaml`` in any key outside ``may_differ``, or with fewer iterations than already run."""
+    import yaml
+
+    from vos.output import differing_keys, settings_difference
+
+    path = Path(out_dir) / "config.yaml"
+    if not path.is_file():
+        return  # nothing saved: load_checkpoint reports the missing run
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{path}: unreadable saved config ({exc.__class__.__name__})") from None
+    keys = differing_keys(saved, settings, may_differ)
+    if keys:
+        raise CheckpointError(
+            f"{out_dir}: cannot resume, the run {settings_difference(saved, settings, keys)}; resume with the "
+            f"saved settings (only {', '.join(may_differ)} may change) or start a new --out"
+        )
+    latest = latest_checkpoint(Path(out_dir))
+    done = int(latest["iteration"]) if latest else 0
+    if settings["train"]["iterations"] < done:
+        raise CheckpointError(f"{out_dir}: cannot resume with train.iterations={settings['train']['iterations']}, "
+                              f"the run is at iteration {done} already")

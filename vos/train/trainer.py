@@ -7,7 +7,6 @@ every rank draws its own clips (see ``vos.data.clips``).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -19,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from vos.config import Config, save_config
+from vos.config import Config, save_config, to_dict
 from vos.data.clips import ClipDataset, DrawSampler, collate
 from vos.errors import VosError
 from vos.losses import OracleLoss, WeakLoss
@@ -27,8 +26,11 @@ from vos.losses.resample import box_prompt_masks
 from vos.model.network import XMem
 from vos.model.resnet import update_batchnorm_statistics_
 from vos.model.weights import load_model, save_weights
-from vos.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vos.progress import is_terminal, progress_lines
+from vos.output import claim_output
+from vos.train.checkpoint import RESUME_MAY_DIFFER, check_resume_settings, is_training_run, load_checkpoint, save_checkpoint
 from vos.train.recurrence import ClipRecurrence
+from vos.train.log import TrainingLog
 from vos.train.samples import write_sample_strip
 
 
@@ -92,26 +94,39 @@ def train(
     progress: bool = True,
     on_log: Callable[[dict], None] | None = None,
     stop_at: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Train ``config``; returns the final weights path (``OUT/final.safetensors``).
 
-    ``resume``: continue exactly from ``OUT/checkpoints/latest.json``. Without it, an output folder
-    that already holds checkpoints is refused, so finished work is never overwritten.
-    ``stop_at``: stop after this iteration with a checkpoint (a time-boxed slice of the same run;
-    ``--resume`` continues it as if it had never stopped). Returns that checkpoint's weights.
+    ``resume``: continue exactly from ``OUT/checkpoints/latest.json``; the saved settings must match
+    (``RESUME_MAY_DIFFER`` lists the keys that may change). Without it, an output folder holding an
+    earlier run is refused, so finished work is never overwritten; ``overwrite`` replaces it
+    (:mod:`vos.output`). ``stop_at``: stop after this iteration with a checkpoint (a time-boxed slice
+    of the same run; ``--resume`` continues it as if it had never stopped). Returns that checkpoint's weights.
     """
+    if resume and overwrite:
+        raise VosError("--resume continues a run and --overwrite replaces it: give one of them")
+    out_dir = Path(config.train.out_dir)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 owns the folder
+        return _train(config, resume, progress, on_log, stop_at)
+    settings = to_dict(config)
+    if resume:
+        check_resume_settings(out_dir, settings, RESUME_MAY_DIFFER)
+    with claim_output(out_dir, "train", settings, overwrite=overwrite, resumable=resume, may_differ=RESUME_MAY_DIFFER,
+                      adopt=is_training_run, resume_flag="--resume"):
+        return _train(config, resume, progress, on_log, stop_at)
+
+
+def _train(config: Config, resume: bool, progress: bool, on_log: Callable[[dict], None] | None, stop_at: int | None) -> Path:
     tcfg = config.train
     out_dir = Path(tcfg.out_dir)
     env = _Distributed()
     device = env.device
-    if env.main:
-        if not resume and latest_checkpoint(out_dir) is not None:
-            raise VosError(f"{out_dir}: already holds checkpoints; pass --resume to continue or choose another --out")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, out_dir / "config.yaml")
     torch.manual_seed(tcfg.seed + env.rank)
     # data first: a missing dataset root is reported before weights are built or downloaded
     dataset = ClipDataset(config.data, seed=tcfg.seed, total_draws=tcfg.iterations * tcfg.batch_size * env.world)
+    if env.main:
+        save_config(config, out_dir / "config.yaml")
     end = tcfg.iterations if stop_at is None else min(stop_at, tcfg.iterations)
 
     model = build_model(config).to(device)
@@ -149,13 +164,13 @@ def train(
     use_amp = tcfg.amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     size = (config.data.size, config.data.size)
-    log_path = out_dir / "metrics.jsonl"
     bad_steps, skipped = 0, 0
     last_weights = out_dir
     iteration = start
     t_last = time.perf_counter()
     bar = _progress_bar(progress and env.main, start, tcfg.iterations)
-    with bar as advance:
+    log = TrainingLog(out_dir) if env.main else None
+    with bar as advance, log or nullcontext():
         for batch in loader:
             iteration += 1
             batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -190,19 +205,19 @@ def train(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            advance()
+            advance(float(loss.detach()))
             if env.main and (iteration % tcfg.log_every == 0 or iteration == tcfg.iterations):
                 now = time.perf_counter()
                 record = {"iteration": iteration, "lr": scheduler.get_last_lr()[0], "skipped": skipped,
                           "sec_per_it": (now - t_last) / max(1, min(tcfg.log_every, iteration - start))}
                 record.update({k: float(v) for k, v in parts.items()})
                 t_last = now
-                with log_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                log.record(record)
                 if on_log is not None:
                     on_log(record)
             if env.main and tcfg.sample_every and iteration % tcfg.sample_every == 0:
                 write_sample_strip(out_dir / "samples" / f"iter_{iteration:07d}.png", batch, out["probs"].detach())
+                log.images(iteration, batch, out["probs"])
             if env.main and (iteration % tcfg.checkpoint_every == 0 or iteration == end):
                 last_weights = save_checkpoint(out_dir, iteration, model, optimizer, scheduler, tcfg.keep_checkpoints)
     if end < tcfg.iterations:
@@ -218,24 +233,39 @@ def train(
 
 
 class _progress_bar:
-    """Rich progress over iterations (or a no-op); used as ``with bar as advance: advance()``."""
+    """Progress over iterations with the loss: a rich bar on a terminal, plain lines otherwise (logs,
+    CI), or a no-op; used as ``with bar as advance: advance(loss)`` (``advance()``: a skipped step)."""
 
     def __init__(self, enabled: bool, start: int, total: int):
         self.enabled, self.start, self.total = enabled, start, total
         self._progress = None
+        self._lines = None
 
-    def __enter__(self) -> Callable[[], None]:
+    def __enter__(self) -> Callable[..., None]:
         if not self.enabled:
-            return lambda: None
+            return lambda loss=None: None
+        if not is_terminal():
+            self._lines = progress_lines("training", self.total, unit="it", start=self.start)
+            step = self._lines.__enter__()
+            return lambda loss=None: step(1, "" if loss is None else f"loss {loss:.4f}")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                  TextColumn("{task.fields[loss]}"))
         self._progress.__enter__()
-        task = self._progress.add_task("train", total=self.total, completed=self.start)
-        return lambda: self._progress.advance(task)
+        task = self._progress.add_task("train", total=self.total, completed=self.start, loss="")
+
+        def advance(loss: float | None = None) -> None:
+            self._progress.advance(task)
+            if loss is not None:
+                self._progress.update(task, loss=f"loss {loss:.4f}")
+
+        return advance
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+        if self._lines is not None:
+            self._lines.__exit__(*exc)
 
 
