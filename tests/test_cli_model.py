@@ -79,7 +79,7 @@ def test_score_cli_writes_reports(synthetic_root, tmp_path):
     result = runner.invoke(app, ["score", str(gt), str(gt), "--out", str(tmp_path / "s"), "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "100.0" in result.output
-    assert {p.name for p in (tmp_path / "s").iterdir()} == {"scores.json", "scores_objects.csv", "scores.md"}
+    assert {p.name for p in (tmp_path / "s").iterdir()} == {"scores.json", "scores_objects.csv", "scores.md", "vos-manifest.json", ".vos-written"}
     _error(runner.invoke(app, ["score", str(tmp_path / "none"), str(gt)]), "")
     _error(runner.invoke(app, ["score", str(gt), str(gt), "--protocol", "x"]), "--protocol")
 

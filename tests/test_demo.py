@@ -24,3 +24,8 @@ def test_demo_runs_and_resumes(synthetic_root, tmp_path):
     # a second run reuses the trained weights and the finished evaluations
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "using trained weights" in again.output
+    # other settings are not silently given the earlier weights
+    changed = runner.invoke(app, [*args, "--set", "train.iterations=3", "--set", "train.lr=0.01"])
+    assert changed.exit_code == 1 and "Traceback" not in changed.output
+    assert "train.iterations (2 → 3)" in changed.stderr and "train.lr" in changed.stderr
+    assert json.loads((tmp_path / "demo" / "demo.json").read_text())["iterations"] == 2

@@ -168,7 +168,13 @@ def test_sparse_ground_truth_youtube_protocol(tmp_path):
     assert yt["J_seen"] == 1.0 and yt["J_unseen"] == 0.5 and yt["F_unseen"] == 0.5
     assert yt["G"] == pytest.approx((1.0 + 1.0 + 0.5 + 0.5) / 4)
     assert "YouTube-VOS: G 75.0" in markdown_table(report)
-    # The same folders under the DAVIS protocol drop the last annotated frame.
+    # The DAVIS protocol wants one prediction per ground-truth frame: the extra ones are named, not ignored.
+    with pytest.raises(DataError, match="00001.png: prediction frame 00001 of sequence v has no ground truth"):
+        score_folders(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False, protocol="davis")
+    for stem in stems:
+        if int(stem) not in annotated:
+            (tmp_path / "pred" / "v" / f"{stem}.png").unlink()
+    # on the annotated frames alone it drops the last one
     davis = score_folders(tmp_path / "pred", tmp_path / "gt", workers=1, progress=False, protocol="davis")
     assert davis["objects"][1]["per_frame"]["frames"] == ["00006"]
 

@@ -47,7 +47,7 @@ def test_box_training_sees_no_masks_and_resumes_exactly(synthetic_root, tmp_path
 
     # stop after 2 iterations, then resume to 4: identical weights to the straight run
     train(_config(synthetic_root, tmp_path / "b"), progress=False, stop_at=2)
-    with pytest.raises(VosError, match="already holds checkpoints"):
+    with pytest.raises(VosError, match="pass --resume to continue"):
         train(_config(synthetic_root, tmp_path / "b"), progress=False)
     resumed = train(_config(synthetic_root, tmp_path / "b"), resume=True, progress=False)
     a, b = _weights(straight), _weights(resumed)
@@ -128,7 +128,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(synthetic_root, tmp
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt.torch, "save", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(VosError, match="disk full"):
         train(_config(synthetic_root, out), resume=True, progress=False, stop_at=4)
     monkeypatch.undo()
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())

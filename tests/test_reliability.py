@@ -1,0 +1,346 @@
+"""Fault injection through the CLI as a user runs it: every failure is one `error:` line with exit
+code 1 and no traceback, the user's files are untouched, no stray or temporary file is left, and
+finished results are kept (an eval killed mid-video redoes only that video)."""
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from vos.data.io import read_mask, write_mask
+from vos.model.weights import load_model, save_weights
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _error(result, *texts):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for text in texts:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """Relative path → sha256 of every file under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".vos-tmp" in p.name or p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "small.safetensors"
+    save_weights(load_model("small"), path)
+    return path
+
+
+def _segment(synthetic_root, weights, out, *extra):
+    video = synthetic_root / "JPEGImages/480p/synth0000"
+    mask = synthetic_root / "Annotations/480p/synth0000/00000.png"
+    return runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(weights), "--mask", str(mask),
+                               "--size", "-1", "--device", "cpu", *extra])
+
+
+# ------------------------------------------------------------------------------ user files
+def test_segment_refuses_foreign_folders_and_its_input(synthetic_root, weights, tmp_path):
+    out = tmp_path / "masks"
+    out.mkdir()
+    (out / "00099.png").write_bytes(b"an old mask of the user's")
+    (out / "notes.txt").write_text("keep me")
+    before = _hashes(out)
+    _error(_segment(synthetic_root, weights, out), str(out), "not written by vos")
+    _error(_segment(synthetic_root, weights, out, "--overwrite"), "not written by vos")
+    assert _hashes(out) == before
+
+    frames = tmp_path / "frames"  # segmenting a folder of frames into itself
+    frames.mkdir()
+    for src in sorted((synthetic_root / "JPEGImages/480p/synth0000").glob("*.jpg")):
+        (frames / src.name).write_bytes(src.read_bytes())
+    before = _hashes(frames)
+    video = ["segment", str(frames), "--weights", str(weights), "--box", "1,1,20,20", "--device", "cpu"]
+    _error(runner.invoke(app, [*video, "--out", str(frames)]), "input folder")
+    _error(runner.invoke(app, [*video, "--out", str(frames / "masks")]), "input folder")
+    assert _hashes(frames) == before
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    _error(_segment(synthetic_root, weights, afile), str(afile), "not a folder")
+    assert afile.read_text() == "mine"
+
+
+def test_overwrite_removes_only_what_vos_wrote(synthetic_root, weights, tmp_path):
+    out = tmp_path / "masks"
+    result = _segment(synthetic_root, weights, out)
+    assert result.exit_code == 0, result.output
+    assert "segment synth0000: 6/6 frames" in result.output  # plain progress lines off a terminal
+    first = _hashes(out)
+    _error(_segment(synthetic_root, weights, out), "earlier `vos segment`", "--overwrite")
+    assert _hashes(out) == first
+
+    (out / "00099.png").write_bytes(b"the user's")  # something of the user's among ours
+    _error(_segment(synthetic_root, weights, out, "--overwrite"), "00099.png", "was not")
+    assert _hashes(out) == {**first, "00099.png": hashlib.sha256(b"the user's").hexdigest()}
+    (out / "00099.png").unlink()
+
+    # a shorter video replaces the earlier masks: no stale frame stays behind
+    short = tmp_path / "short"
+    short.mkdir()
+    for src in sorted((synthetic_root / "JPEGImages/480p/synth0000").glob("*.jpg"))[:3]:
+        (short / src.name).write_bytes(src.read_bytes())
+    result = runner.invoke(app, ["segment", str(short), "--out", str(out), "--weights", str(weights), "--box", "10,10,40,30",
+                                 "--device", "cpu", "--size", "-1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+    manifest = json.loads((out / "vos-manifest.json").read_text())
+    assert manifest["command"] == "segment" and manifest["settings"]["boxes"] == [[10.0, 10.0, 40.0, 30.0]]
+
+
+def test_data_synthetic_refuses_non_empty_folders(tmp_path):
+    out = tmp_path / "set"
+    (out / "JPEGImages/480p/mine").mkdir(parents=True)
+    (out / "JPEGImages/480p/mine/00000.jpg").write_bytes(b"x")
+    before = _hashes(out)
+    args = ["data", "synthetic", str(out), "--videos", "2", "--frames", "2", "--size", "32x32"]
+    _error(runner.invoke(app, args), "not written by vos")
+    assert _hashes(out) == before
+    fresh = tmp_path / "fresh"
+    assert runner.invoke(app, ["data", "synthetic", str(fresh), "--videos", "2", "--frames", "2", "--size", "32x32"]).exit_code == 0
+    _error(runner.invoke(app, ["data", "synthetic", str(fresh), "--videos", "3", "--frames", "2", "--size", "32x32"]), "--overwrite")
+    result = runner.invoke(app, ["data", "synthetic", str(fresh), "--videos", "3", "--frames", "2", "--size", "32x32", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert len(list((fresh / "JPEGImages/480p").iterdir())) == 3 and not _temps(fresh)
+
+
+# ------------------------------------------------------------------------------ I/O faults
+def _enospc_after(monkeypatch, writes: int):
+    """Make the image writer fail with ENOSPC after ``writes`` files, leaving a partial temporary."""
+    from PIL import Image
+
+    original = Image.Image.save
+    count = {"n": 0}
+
+    def save(self, fp, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] > writes:
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+
+
+def test_full_disk_is_one_line_and_leaves_no_temporaries(synthetic_root, weights, tmp_path, monkeypatch):
+    out = tmp_path / "masks"
+    _enospc_after(monkeypatch, 3)
+    line = _error(_segment(synthetic_root, weights, out), "no space left")
+    assert "00003.png" in line
+    assert not _temps(out)
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+    assert all(read_mask(p).shape == (64, 96) for p in out.glob("*.png"))  # finished frames are whole
+    monkeypatch.undo()
+
+    # safetensors reports a full disk as its own error type
+    import safetensors.torch
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    dst = tmp_path / "conv" / "model.safetensors"
+    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(dst), "no space left")
+    assert not dst.exists() and not _temps(dst.parent)
+
+
+def _sys_read_only() -> bool:
+    try:
+        os.mkdir("/sys/vos-test-probe")
+    except OSError:
+        return Path("/sys").is_dir()
+    os.rmdir("/sys/vos-test-probe")
+    return False
+
+
+@pytest.mark.skipif(not _sys_read_only(), reason="needs /sys where folders cannot be created")
+def test_unwritable_out_is_one_line(synthetic_root, weights, tmp_path):
+    _error(_segment(synthetic_root, weights, "/sys/vos-test-out"), "/sys/vos-test-out")
+    _error(runner.invoke(app, ["data", "synthetic", "/sys/vos-test-set", "--videos", "2", "--frames", "2", "--size", "32x32"]),
+           "/sys/vos-test-set")
+
+
+# ------------------------------------------------------------------------------ inputs
+def test_bad_inputs_get_clear_lines(synthetic_root, weights, tmp_path):
+    video = synthetic_root / "JPEGImages/480p/synth0000"
+    base = ["segment", str(video), "--out", str(tmp_path / "o"), "--weights", str(weights), "--device", "cpu"]
+    _error(runner.invoke(app, [*base, "--box", "nan,50,200,150"]), "finite")
+    _error(runner.invoke(app, [*base, "--box", "1,2,inf,4"]), "finite")
+    _error(runner.invoke(app, [*base, "--box", "a,b,c,d"]), "x0,y0,x1,y1")
+    assert not (tmp_path / "o").exists()
+
+    import collections
+
+    torch.save({"model": collections.Counter(a=1)}, tmp_path / "pickled.pth")
+    line = _error(runner.invoke(app, [*base, "--weights", str(tmp_path / "pickled.pth"), "--box", "1,1,5,5"]), "pickled")
+    assert "weights_only" not in line and line.rstrip().endswith(")")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {lrr: 1}\n")
+    line = _error(runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "run")]), "train.lrr")
+    assert "--set" not in line.split("(")[0]
+    assert not (tmp_path / "run").exists()
+
+    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--dataset", "y18", "--root", str(synthetic_root),
+                               "--out", str(tmp_path / "y")]), "not a YouTube-VOS root")
+
+
+def test_failed_training_leaves_no_folder(tmp_path):
+    cfg = tmp_path / "nodata.yaml"
+    cfg.write_text(f"data: {{datasets: [{{kind: synthetic, root: '{tmp_path / 'none'}', split: train}}]}}\n")
+    _error(runner.invoke(app, ["train", str(cfg), "--out", str(tmp_path / "run")]), "none")
+    assert not (tmp_path / "run").exists()
+
+
+def test_dataset_faults_are_named(synthetic_root, weights, tmp_path):
+    import shutil
+
+    root = tmp_path / "set"
+    shutil.copytree(synthetic_root, root)
+    first = root / "Annotations/480p/synth0000/00000.png"
+    write_mask(first, torch.zeros(64, 96, dtype=torch.uint8))
+    result = runner.invoke(app, ["data", "check", str(root), "--split", "val"])
+    assert result.exit_code == 1 and "first annotation of synth0000 has no object" in result.stderr
+
+    write_mask(first, torch.ones(32, 40, dtype=torch.uint8))
+    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(root), "--out", str(tmp_path / "e"),
+                               "--size", "-1", "--device", "cpu", "--workers", "1"]), str(first))
+
+
+# ------------------------------------------------------------------------------ scoring never guesses
+def test_score_names_stray_and_missing_predictions(synthetic_root, tmp_path):
+    import shutil
+
+    gt = synthetic_root / "Annotations/480p"
+    pred = tmp_path / "pred"
+    shutil.copytree(gt, pred)
+    result = runner.invoke(app, ["score", str(pred), str(gt), "--workers", "1"])
+    assert result.exit_code == 0 and "protocol: davis (inferred" in result.output
+    shutil.copy(pred / "synth0000/00005.png", pred / "synth0000/00099.png")
+    _error(runner.invoke(app, ["score", str(pred), str(gt), "--workers", "1"]), "00099", "no ground truth")
+    _error(runner.invoke(app, ["score", str(pred), str(gt), "--workers", "1", "--protocol", "davis"]), "00099")
+    (pred / "synth0000/00099.png").unlink()
+    shutil.copytree(pred / "synth0001", pred / "extra")
+    _error(runner.invoke(app, ["score", str(pred), str(gt), "--workers", "1"]), "extra", "no ground truth")
+    shutil.rmtree(pred / "extra")
+    (pred / "synth0001/00003.png").unlink()
+    _error(runner.invoke(app, ["score", str(pred), str(gt), "--workers", "1"]), "synth0001", "00003")
+
+
+# ------------------------------------------------------------------------------ reuse only what matches
+def _train_config(root, out, *extra):
+    from vos.config import load_config
+
+    return load_config(None, [
+        f"data.datasets=[{{kind: synthetic, root: '{root}', split: train}}]",
+        "data.size=32", "data.num_frames=3", "data.num_workers=0", "data.max_objects=2",
+        "train.iterations=2", "train.batch_size=1", f"train.out_dir={out}", "train.checkpoint_every=1",
+        "train.sample_every=0", "model.hidden_dim=8", "model.value_dim=32", "model.decoder_dims=[32, 16, 16]",
+        "model.hidden_update_dim=16", *extra,
+    ])
+
+
+def test_resume_refuses_other_settings_and_shows_progress(synthetic_root, tmp_path, capsys):
+    from vos.errors import VosError
+    from vos.train.trainer import train
+
+    out = tmp_path / "run"
+    train(_train_config(synthetic_root, out), progress=True)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("training:")]
+    assert lines and "loss " in lines[-1] and "2/2 it" in lines[-1] and "ETA" in lines[0]
+    saved = (out / "config.yaml").read_text()
+    with pytest.raises(VosError, match=r"other settings: train\.lr \(1e-05 → 0\.05\); resume"):
+        train(_train_config(synthetic_root, out, "train.lr=0.05"), resume=True, progress=False)
+    assert (out / "config.yaml").read_text() == saved
+    # more iterations and other logging are allowed, and the saved config says what ran
+    train(_train_config(synthetic_root, out, "train.iterations=3", "train.log_every=1"), resume=True, progress=False)
+    assert "iterations: 3" in (out / "config.yaml").read_text()
+
+
+# ------------------------------------------------------------------------------ eval: kill -9, shards
+def _eval_cmd(root, weights, out, *extra):
+    return [sys.executable, "-c", "from cli import app; app()", "eval", "--weights", str(weights), "--root", str(root),
+            "--out", str(out), "--size", "-1", "--device", "cpu", "--workers", "1", *extra]
+
+
+def _predictions(out: Path) -> dict[str, str]:
+    return _hashes(out / "predictions")
+
+
+def _scores(out: Path) -> dict:
+    report = json.loads((out / "scores.json").read_text())
+    return {"global": report["global"], "sequences": {k: {m: v for m, v in s.items() if m not in ("seconds", "fps", "peak_memory_bytes")}
+                                                     for k, s in report["sequences"].items()}}
+
+
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    from vos.data.synthetic import SyntheticSpec, generate
+
+    root = tmp_path_factory.mktemp("evalset") / "set"
+    generate(root, SyntheticSpec(videos=8, frames=4, height=48, width=64, seed=5, max_objects=2))
+    return root
+
+
+def test_eval_killed_mid_video_then_rerun_equals_uninterrupted(eval_root, weights, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    straight = tmp_path / "straight"
+    result = runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(eval_root), "--out", str(straight),
+                                 "--size", "-1", "--device", "cpu", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    # SIGKILL from inside the 6th mask write: the first val video is done, the second is half written
+    killer = ("import os, signal\nimport vos.eval.runner as r\nn = {'k': 0}\nw = r.write_mask\n"
+              "def write(*a, **k):\n    n['k'] += 1\n    if n['k'] == 6: os.kill(os.getpid(), signal.SIGKILL)\n    w(*a, **k)\n"
+              "r.write_mask = write\nfrom cli import app\napp()")
+    out = tmp_path / "killed"
+    cmd = _eval_cmd(eval_root, weights, out)
+    cmd[2] = killer
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    done = sorted(p.stem for p in (out / "done").glob("*.json"))
+    assert len(done) == 1
+    proc = subprocess.run(_eval_cmd(eval_root, weights, out), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{done[0]}: done before" in proc.stdout  # the finished video was kept, not redone
+    assert _predictions(out) == _predictions(straight)
+    assert _scores(out) == _scores(straight)
+    assert not _temps(out)
+
+
+def test_two_eval_shards_share_one_folder(eval_root, weights, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    straight = tmp_path / "straight"
+    assert runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(eval_root), "--out", str(straight),
+                               "--size", "-1", "--device", "cpu", "--workers", "1"]).exit_code == 0
+    out = tmp_path / "shared"
+    procs = [subprocess.Popen(_eval_cmd(eval_root, weights, out, "--shard", f"{i}/2"), cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert _predictions(out) == _predictions(straight)
+    assert _scores(out) == _scores(straight)
+    assert json.loads((out / "vos-manifest.json").read_text())["command"] == "eval" and not _temps(out)
