@@ -35,7 +35,8 @@ class InferenceCore:
     Args:
         model: the network (``vos.model.network.XMem`` or anything with its ``encode_key``,
             ``encode_value``, ``decode``, ``aggregate`` and ``hidden_dim``); it should be in eval mode.
-            The device and dtype of its parameters are used for every tensor.
+            The device and dtype of its parameters are used for every tensor (for a network that is
+            not an ``nn.Module``, such as ``vos.deploy.OnnxXMem``, its ``device`` and ``dtype``).
         config: memory settings (XMem's DAVIS defaults when omitted).
         profile: accumulate per-stage wall times in ``stage_times`` (synchronising CUDA after each
             stage, which costs a little speed).
@@ -64,9 +65,17 @@ class InferenceCore:
         channels_last: bool | None = None,
     ) -> None:
         self.config = config if config is not None else MemoryConfig()
-        param = next(model.parameters())
-        self.device = param.device
-        self.dtype = param.dtype
+        is_module = isinstance(unwrap(model), torch.nn.Module)
+        if is_module:
+            param = next(model.parameters())
+            self.device, self.dtype = param.device, param.dtype
+        else:
+            # a network that is not a module (an ONNX export run by onnxruntime) names its own
+            # placement, and there is nothing for torch.compile to compile in it
+            self.device, self.dtype = torch.device(model.device), model.dtype
+            if compile:
+                raise VosError(f"compile: {type(model).__name__} is not a PyTorch module")
+            compile = False
         self.profile = profile
         cuda = self.device.type == "cuda"
         if compile is None:
@@ -74,8 +83,8 @@ class InferenceCore:
         # the torch.compile backend, or None for eager
         self.compile: str | Callable | None = ("inductor" if compile is True else compile) or None
         self.amp = cuda if amp is None else bool(amp)
-        self.channels_last = True if channels_last is None else bool(channels_last)
-        if self.channels_last and isinstance(unwrap(model), torch.nn.Module):
+        self.channels_last = is_module if channels_last is None else bool(channels_last)
+        if self.channels_last and is_module:
             unwrap(model).to(memory_format=torch.channels_last)
         self.model = compiled_stages(model, backend=self.compile) if self.compile else model
         self.reset()

@@ -15,3 +15,15 @@ def aggregate(probs_fg: torch.Tensor, eps: float = 1e-7) -> tuple[torch.Tensor, 
     q = torch.cat([background, probs_fg], 1).clamp(eps, 1 - eps)
     logits = torch.log(q / (1 - q))
     return logits, torch.softmax(logits, dim=1)
+
+
+def object_probs(logits: torch.Tensor, selector: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-object logits B×N×H×W → soft-aggregated probabilities B×(N+1)×H×W, background first.
+
+    ``selector`` B×N (1 = object present, 0 = padding slot) zeroes absent objects' probabilities
+    before aggregation, as XMem does in training.
+    """
+    probs = torch.sigmoid(logits)
+    if selector is not None:
+        probs = probs * selector[:, :, None, None].to(probs.dtype)
+    return aggregate(probs)[1]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vos.model.aggregate import aggregate
+from vos.model.aggregate import aggregate, object_probs
 from vos.model.config import ModelConfig
 from vos.model.decoder import Decoder
 from vos.model.encoders import KeyEncoder, KeyProjection, ValueEncoder
@@ -156,11 +156,7 @@ class XMem(nn.Module):
         f16, f8, f4 = features
         sensory, logits = self.decoder(f16, f8, f4, sensory, readout, update_sensory, self.per_object_image)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
-        probs = torch.sigmoid(logits)
-        if selector is not None:
-            probs = probs * selector[:, :, None, None].to(probs.dtype)
-        _, probs = aggregate(probs)
-        return sensory, logits, probs
+        return sensory, logits, object_probs(logits, selector)
 
     @staticmethod
     def aggregate(probs_fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

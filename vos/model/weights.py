@@ -39,6 +39,9 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", config: M
     ``config``: for a preset, the configuration to build (its preset must match the name); for a
     checkpoint, the architecture the file must fit (``None``: taken from the file — the sibling JSON,
     else the shapes).
+
+    A folder written by ``vos export --format onnx`` gives a ``vos.deploy.OnnxXMem`` instead: the
+    same stage methods, run by onnxruntime on the CPU (the ``export`` extra).
     """
     text = str(source)
     if text in PRESETS and not Path(text).exists():
@@ -49,12 +52,29 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", config: M
         return XMem(config).to(device).eval()
 
     path = Path(source)
+    if path.is_dir():
+        return _load_export(path, device, config)
     state, stored = read_checkpoint(path)
     if config is None:
         config = stored if stored is not None else infer_config(state, path)
     model = XMem(dataclasses.replace(config, pretrained=False))
     load_state(model, state, path)
     return model.to(device).eval()
+
+
+def _load_export(path: Path, device, config: ModelConfig | None):
+    """An ONNX export folder → ``OnnxXMem`` (CPU), checked against ``config`` when one is given."""
+    from vos.deploy.runtime import OnnxXMem, is_export_dir
+
+    if not is_export_dir(path):
+        raise CheckpointError(f"{path}: a folder, but not an ONNX export (no deploy.json); expected a checkpoint file")
+    if torch.device(device).type != "cpu":
+        raise CheckpointError(f"{path}: an ONNX export runs on the CPU (onnxruntime), not on {device}")
+    model = OnnxXMem(path)
+    # compared in JSON form: the manifest stores tuples as lists
+    if config is not None and json.loads(json.dumps(config.architecture())) != model.architecture:
+        raise CheckpointError(f"{path}: the export's architecture {model.architecture} differs from the config's")
+    return model
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
