@@ -1,0 +1,64 @@
+"""TensorBoard logging of a training run: scalar tags for every loss term, lr and speed; image strips."""
+
+import json
+
+import pytest
+
+from vos.config import load_config
+from vos.train.log import scalar_tags
+from vos.train.trainer import train
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def _config(root, out, *extra):
+    return load_config(
+        None,
+        [
+            f"data.datasets=[{{kind: synthetic, root: '{root}', split: train}}]",
+            "data.size=32", "data.num_frames=3", "data.num_workers=0", "data.max_objects=2",
+            "train.iterations=3", "train.batch_size=2", f"train.out_dir={out}", "train.checkpoint_every=3",
+            "train.log_every=1", "train.sample_every=3", "train.lr=1e-3", "losses.warmup_iters=2",
+            "model.hidden_dim=8", "model.value_dim=32", "model.decoder_dims=[32, 16, 16]", "model.hidden_update_dim=16",
+            *extra,
+        ],
+    )
+
+
+def _events(run_dir):
+    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.mark.parametrize(
+    ("objective", "losses", "images"),
+    [
+        ("weak", {"loss/loss", "loss/proj", "loss/pair", "loss/temp", "weight/pair", "weight/temp"},
+         {"clip/frames", "clip/boxes", "clip/prediction"}),
+        ("oracle", {"loss/loss", "loss/ce", "loss/dice", "weight/boot_p"},
+         {"clip/frames", "clip/boxes", "clip/prediction", "clip/mask"}),
+    ],
+)
+def test_three_iterations_write_every_tag(synthetic_root, tmp_path, objective, losses, images):
+    extra = ["train.objective=oracle", "data.supervision=mask"] if objective == "oracle" else []
+    train(_config(synthetic_root, tmp_path, *extra), progress=False)
+    acc = _events(tmp_path)
+    tags = acc.Tags()
+    assert losses | {"train/lr", "train/it_per_s", "train/skipped"} <= set(tags["scalars"])
+    assert images <= set(tags["images"])
+    # one point per logged iteration, equal to metrics.jsonl
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    loss = acc.Scalars("loss/loss")
+    assert [e.step for e in loss] == [r["iteration"] for r in records] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+    strip = acc.Images("clip/prediction")[-1]
+    assert strip.step == 3 and strip.width == 3 * 32 and strip.height == 32
+
+
+def test_scalar_tags_name_every_record_key():
+    record = {"iteration": 5, "lr": 1e-3, "skipped": 0, "sec_per_it": 0.5, "loss": 1.0, "proj": 0.5, "w_pair": 0.2}
+    assert scalar_tags(record) == {
+        "train/lr": 1e-3, "train/skipped": 0.0, "train/it_per_s": 2.0, "loss/loss": 1.0, "loss/proj": 0.5,
+        "weight/pair": 0.2,
+    }
