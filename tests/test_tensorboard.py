@@ -5,6 +5,7 @@ import json
 import pytest
 
 from vos.config import load_config
+from vos.output import recorded_files
 from vos.train.log import scalar_tags
 from vos.train.trainer import train
 
@@ -52,6 +53,9 @@ def test_three_iterations_write_every_tag(synthetic_root, tmp_path, objective, l
     loss = acc.Scalars("loss/loss")
     assert [e.step for e in loss] == [r["iteration"] for r in records] == [1, 2, 3]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+    # the event file is ours: listed in the run folder's record, so --overwrite removes it
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0] in recorded_files(tmp_path)
     strip = acc.Images("clip/prediction")[-1]
     assert strip.step == 3 and strip.width == 3 * 32 and strip.height == 32
 

@@ -364,15 +364,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def record_written(path: str | os.PathLike) -> None:
+    """Record a file of ours that another library writes (TensorBoard's event files), before it
+    appears, in every claimed folder that contains it."""
+    path = Path(path)
+    with _LOCK:
+        for output in _ACTIVE:
+            if _inside(path, output.path):
+                output.record(path)
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line to a log of ours (e.g. ``metrics.jsonl``), recording it the first time."""
     path = Path(path)
     try:
         if not path.exists():
-            with _LOCK:
-                for output in _ACTIVE:
-                    if _inside(path, output.path):
-                        output.record(path)
+            record_written(path)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(line.rstrip("\n") + "\n")
     except OSError as exc:

@@ -20,7 +20,10 @@ from pathlib import Path
 
 import torch
 
+from vos.output import append_line, record_written
 from vos.train.samples import overlay
+
+_EVENT_FILES = "events.out.tfevents.*"
 
 # record keys that are not loss terms, and where they go
 _TRAIN_KEYS = {"lr": "train/lr", "skipped": "train/skipped"}
@@ -28,12 +31,19 @@ _WEIGHT_KEYS = {"w_pair": "weight/pair", "w_temp": "weight/temp", "p": "weight/b
 
 
 def summary_writer(log_dir: Path):
-    """A TensorBoard ``SummaryWriter`` for ``log_dir``, or None when tensorboard is not installed."""
+    """A TensorBoard ``SummaryWriter`` for ``log_dir``, or None when tensorboard is not installed.
+
+    Its event file (created with the writer) is recorded as ours in the run folder's manifest.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch raises it when the tensorboard package is missing
         return None
-    return SummaryWriter(log_dir=str(log_dir))
+    before = set(log_dir.glob(_EVENT_FILES))
+    writer = SummaryWriter(log_dir=str(log_dir))
+    for path in set(log_dir.glob(_EVENT_FILES)) - before:
+        record_written(path)
+    return writer
 
 
 def scalar_tags(record: dict) -> dict[str, float]:
@@ -103,8 +113,7 @@ class TrainingLog:
 
     def record(self, record: dict) -> None:
         """Append one metrics record (with an "iteration" key) to metrics.jsonl and TensorBoard."""
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record))
         if self.writer is not None:
             for tag, value in scalar_tags(record).items():
                 self.writer.add_scalar(tag, value, record["iteration"])
