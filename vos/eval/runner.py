@@ -474,7 +474,7 @@ def _build_report(
                 _write_timeline_gt(gt_dir / job.name, job)
         report = score_folders(
             out / PREDICTIONS, gt_dir, sequences=names, workers=workers, progress=progress,
-            protocol=plan.protocol, binary=plan.binary,
+            protocol=plan.protocol, binary=plan.binary, strict=False,
         )
     else:
         report = {

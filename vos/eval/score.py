@@ -58,6 +58,7 @@ def score_folders(
     categories: Mapping[str, Mapping[int, str]] | None = None,
     seen_categories: Collection[str] | None = None,
     runtime: Mapping[str, Any] | None = None,
+    strict: bool = True,
 ) -> dict:
     """Score every sequence of ``gt_dir`` (or ``sequences``) against ``pred_dir``; return the report.
 
@@ -69,6 +70,8 @@ def score_folders(
     in both folders — the single-object DAVIS 2016 protocol, whose annotations are 0/255 masks. categories: sequence → object id → category, recorded per object; with
     seen_categories (the training categories) the report gets YouTube-VOS G under ``youtube``.
     runtime: FPS / peak-memory fields filled in by an evaluation loop (see :mod:`vos.eval.report`).
+    strict: a prediction frame without ground truth is an error under ``davis``; the evaluation loop
+    turns it off where it predicts every frame of sparse ground truth (Long-Time Video, scored as XMem does).
     The report holds ``global``, ``sequences`` (per sequence, with its objects) and ``objects`` (one
     record per object, with per-frame J and F).
     """
@@ -97,7 +100,7 @@ def score_folders(
         source = (f"inferred: the ground truth of {sparse} skips frame numbers" if sparse
                   else "inferred: the ground-truth frames are consecutive")
 
-    jobs = [(str(pred_root / n), str(gt_root / n), n, protocol, bound_th, binary) for n in names]
+    jobs = [(str(pred_root / n), str(gt_root / n), n, protocol, bound_th, binary, strict) for n in names]
     if workers is None:
         workers = os.cpu_count() or 1
     workers = max(1, min(int(workers), len(jobs)))
@@ -120,6 +123,7 @@ def score_sequence(
     protocol: Protocol = "auto",
     bound_th: float = 0.008,
     binary: bool = False,
+    strict: bool = True,
 ) -> dict:
     """Score one sequence folder pair; returns per-object per-frame J and F (see :func:`build_report`)."""
     t0 = time.perf_counter()
@@ -138,7 +142,7 @@ def score_sequence(
     if protocol == "auto":
         protocol = "youtube" if _sparse(gt_seq_dir) else "davis"
     exclude_last = protocol == "davis"
-    if protocol == "davis":
+    if protocol == "davis" and strict:
         gt_stems = {g.stem for g in gt_files}
         stray = sorted(stem for stem in pred_by_stem if stem not in gt_stems)
         if stray:
