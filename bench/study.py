@@ -399,11 +399,9 @@ def markdown(study: dict) -> str:
 
 def plot_curves(rows: list[dict], baseline: dict | None, path: Path) -> None:
     """J&F (mask init) against training iterations: mean over seeds, min–max band; GT boxes as a line."""
-    import matplotlib
+    from vos.bench.plot import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_all, ax_multi) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for row in rows:
         if row["variant"] == BASELINE:
@@ -430,11 +428,7 @@ def plot_curves(rows: list[dict], baseline: dict | None, path: Path) -> None:
     ax_multi.legend(fontsize=8, loc="lower right")
     fig.suptitle("Learning curves on the synthetic val split (mean over seeds; band: min–max)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- main

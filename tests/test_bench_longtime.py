@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,7 +12,7 @@ from PIL import Image
 from vos.bench.longtime import (
     fill_memory, long_time_videos, run_longtime, stage_flops, summarize_memory, synthetic_long_video,
 )
-from vos.bench.plot import Panel, nice_ticks, save_plot
+from vos.bench.plot import Panel, save_histogram, save_plot
 from vos.data.io import write_image, write_mask
 from vos.errors import DataError, VosError
 from vos.memory import InferenceCore, MemoryConfig
@@ -72,7 +73,7 @@ def test_run_longtime_report_and_plots(tmp_path):
     assert flops["max_speedup_vs_xmem"] > 1 and flops["machine_gflops_fp32"] > 0
     for kind in ("fps", "memory"):
         with Image.open(tmp_path / f"longtime_cpu_synthetic_{kind}.png") as img:
-            assert img.format == "PNG" and img.width == 960
+            assert img.format == "PNG" and img.width > 500 and img.height > 200
 
 
 def test_fill_memory_reaches_capacity_and_stays_there():
@@ -129,14 +130,21 @@ def test_long_time_root(tmp_path):
         long_time_videos(tmp_path / "nowhere")
 
 
-def test_plot_ticks_and_png(tmp_path):
-    assert nice_ticks(0, 9.3) == [0, 2, 4, 6, 8, 10]
-    flat = nice_ticks(1000, 1000)  # a constant series still gets an axis around it
-    assert flat[0] <= 1000 < flat[-1] and len(flat) >= 2
-    panel = Panel("t", "y", {"a": ([0, 1, 2], [1.0, None, 3.0]), "b": ([5], [2.0])})
-    path = save_plot(tmp_path / "p.png", [panel, Panel("empty", "y")], "x")
+def test_plots_are_drawn_with_their_series(tmp_path):
+    pytest.importorskip("matplotlib")
+    panel = Panel("t", "frames/s", {"a": ([0, 1, 2], [1.0, None, 3.0]), "b": ([5], [2.0])})
+    path = save_plot(tmp_path / "p.png", [panel, Panel("empty", "MiB")], "frame")
     with Image.open(path) as img:
-        assert img.size == (960, 2 * 340 + 30)
+        rgb = np.asarray(img.convert("RGB"))
+    # two stacked panels, taller than wide; the series' default colours (C0 blue, C1 orange) are drawn
+    assert rgb.shape[0] > rgb.shape[1] / 2
+    colours = {tuple(c) for c in rgb.reshape(-1, 3)[::7]}
+    assert any(abs(r - 31) < 20 and abs(g - 119) < 20 and abs(b - 180) < 20 for r, g, b in colours)
+    assert any(abs(r - 255) < 20 and abs(g - 127) < 20 and abs(b - 14) < 30 for r, g, b in colours)
+    hist = save_histogram(tmp_path / "h.png", [0.0, 0.5], [3, 1], title="t", xlabel="ratio")
+    with Image.open(hist) as img:
+        assert img.size[0] > 100 and img.size[1] > 100
+    assert not list(tmp_path.glob(".*"))  # no temporary left behind
 
 
 def test_memory_flatness_is_judged_after_saturation_and_warmup():

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from vos.bench.plot import Panel, save_plot
+from vos.bench.plot import available as plot_available
 from vos.data.io import list_frames, read_image, read_mask
 from vos.errors import DataError, VosError
 from vos.memory.config import MemoryConfig
@@ -482,8 +483,11 @@ def run_longtime(
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(path)
-    for video in results:
-        _plot(out_dir, tag, video)
+    if plot_available():
+        for video in results:
+            _plot(out_dir, tag, video)
+    else:
+        report["plots"] = "not drawn: matplotlib is not installed (pip install -e '.[plots]')"
     report["json"] = str(path)
     return report
 
