@@ -46,7 +46,7 @@ def test_mask_init_writes_palette_pngs_at_input_size(model, frames_dir, first_ma
     assert stats["frames"] == 3 and stats["objects"] == [2, 7]
     assert stats["input_size"] == (H, W) and stats["process_size"] == (32, 44)
     assert stats["fps"] > 0 and stats["memory"]["objects"] == 2
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["img_000.png", "img_001.png", "img_002.png"]
     with Image.open(out / "img_000.png") as img:
         assert img.mode == "P" and img.size == (W, H)
@@ -67,7 +67,7 @@ def test_box_init_and_overlay(model, frames_dir, tmp_path):
     expected[4:20, 5:25] = 1
     expected[8:12, 10:14] = 2  # the smaller box wins where boxes overlap
     assert torch.equal(first, expected)
-    assert sorted(p.name for p in overlay.iterdir()) == ["img_000.png", "img_001.png", "img_002.png"]
+    assert sorted(p.name for p in overlay.glob("*.png")) == ["img_000.png", "img_001.png", "img_002.png"]
     # Overlay: background pixels unchanged, object pixels half-way to their palette colour.
     frame = read_image(frames_dir / "img_000.jpg").float()
     tinted = read_image(overlay / "img_000.png").float()
@@ -141,7 +141,7 @@ def test_mp4_in_and_overlay_out(model, first_mask, tmp_path):
     out, overlay = tmp_path / "out", tmp_path / "overlay.mp4"
     stats = segment_video(video, out, model, mask_path=first_mask[0], size=-1, overlay=overlay, progress=False)
     assert stats["frames"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
     with av.open(str(overlay)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 3
     with pytest.raises(VosError, match="cannot read"):
