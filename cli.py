@@ -263,6 +263,9 @@ def eval_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     workers: Optional[int] = typer.Option(None, help="Scoring threads."),
     set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+    tensorboard: Optional[Path] = typer.Option(
+        None, "--tensorboard", help="Training folder (vos train --out) whose TensorBoard gets the final J, F, J&F."
+    ),
     overwrite: bool = _OVERWRITE,
 ) -> None:
     """Evaluate on a dataset: palette PNGs, J&F reports (JSON/CSV/markdown), FPS; resumes where it stopped."""
@@ -278,12 +281,25 @@ def eval_cmd(
         if size != -1 and size < 16:
             raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
         out_dir = out if out is not None else Path("runs/eval") / f"{dataset}-{init}"
+        if tensorboard is not None:
+            from vos.output import output_command
+
+            if output_command(tensorboard) != "train":
+                raise VosError(f"--tensorboard {tensorboard}: not the output folder of a `vos train` run")
         report = evaluate(
             dataset, root, weights, out_dir, init=init, size=size, memory=_memory_config(set_),
             shard=parse_shard(shard), overlay=overlay, device=_device(device), workers=workers, overwrite=overwrite,
         )
     if report.get("global"):
         console.print(markdown_table(report))
+        if tensorboard is not None:
+            from vos.train.log import log_evaluation
+
+            scores = {k: report["global"][f"{k}-Mean"] for k in ("J&F", "J", "F")}
+            with user_errors():
+                step = log_evaluation(tensorboard, scores, weights)
+            console.print(f"TensorBoard: eval/J&F at iteration {step} in {tensorboard}" if step is not None
+                          else "TensorBoard is not installed (pip install -e '.[tensorboard]'): nothing logged")
     console.print(f"results in {out_dir}")
 
 
@@ -417,6 +433,7 @@ def analyze_fill(
 
     from vos.bench.plot import save_histogram
     from vos.data.analysis import fill_ratios, histogram
+    from vos.output import write_text
 
     with user_errors():
         if bins < 1:
@@ -424,14 +441,40 @@ def analyze_fill(
         ratios = fill_ratios(root, split=split, max_videos=max_videos)
         if not ratios:
             raise VosError(f"{root}: no annotated objects found")
-    edges, counts = histogram(ratios, bins)
-    mean, median = statistics.fmean(ratios), statistics.median(ratios)
-    save_histogram(out, edges, counts, title=f"fraction of the box covered by the mask: {root}",
-                   xlabel="mask area / box area", note=f"{len(ratios)} objects x frames, mean {mean:.3f}, median {median:.3f}")
-    out.with_suffix(".json").write_text(json.dumps(
-        {"root": str(root), "split": split, "count": len(ratios), "mean": mean, "median": median,
-         "bin_edges": edges, "counts": counts}, indent=2))
+        edges, counts = histogram(ratios, bins)
+        mean, median = statistics.fmean(ratios), statistics.median(ratios)
+        write_text(out.with_suffix(".json"), json.dumps(
+            {"root": str(root), "split": split, "count": len(ratios), "mean": mean, "median": median,
+             "bin_edges": edges, "counts": counts}, indent=2))
+        save_histogram(out, edges, counts, title=f"fraction of the box covered by the mask: {root}",
+                       xlabel="mask area / box area", note=f"{len(ratios)} objects × frames, mean {mean:.3f}, median {median:.3f}")
     console.print(f"{len(ratios)} objects×frames: mean fill {mean:.3f}, median {median:.3f}; histogram {out}")
+
+
+@app.command("export")
+def export_cmd(
+    weights: str = typer.Argument(..., help="Checkpoint (.safetensors or official .pth) or a preset name."),
+    out: Path = typer.Argument(..., help="Output folder for the graphs and deploy.json."),
+    format: str = typer.Option("onnx", "--format", help="onnx (the only format so far)."),
+    opset: int = typer.Option(18, help="ONNX opset (18 or newer)."),
+    overwrite: bool = _OVERWRITE,
+) -> None:
+    """Export the network's per-frame stages (key encoder, value encoder, decoder) for onnxruntime.
+
+    Segment with the export as with a checkpoint: vos segment FRAMES --weights OUT ...
+    """
+    from vos.deploy import export_onnx
+    from vos.model.weights import load_model
+
+    with user_errors():
+        if format != "onnx":
+            raise VosError(f"--format {format!r}: only onnx is supported")
+        if opset < 18:
+            raise VosError(f"--opset {opset}: the exporter needs opset 18 or newer")
+        model = load_model(weights)
+        manifest = export_onnx(model, out, source=str(weights), opset=opset, overwrite=overwrite)
+    console.print(f"wrote {', '.join(s['file'] for s in manifest['stages'].values())} and deploy.json "
+                  f"(opset {manifest['opset']}) to {out}")
 
 
 @app.command("convert")

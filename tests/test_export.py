@@ -5,18 +5,21 @@ import json
 import pytest
 import torch
 
+from typer.testing import CliRunner
+
+from cli import app
 from vos.data.io import list_frames, read_image, read_mask
 from vos.errors import CheckpointError
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.model.config import ModelConfig
 from vos.model.network import XMem
-from vos.model.weights import load_model
+from vos.model.weights import load_model, save_weights
 
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
-from vos.deploy import OnnxXMem, export_onnx  # noqa: E402
+from vos.deploy import OnnxXMem  # noqa: E402
 
 # fp32 graphs against fp32 PyTorch: per-stage differences are ~1e-5; through the memory loop (top-k
 # reads, consolidation, sensory updates) they stay below this on every frame
@@ -25,12 +28,16 @@ PROB_TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """A small random network saved as a checkpoint and exported with `vos export`."""
     torch.manual_seed(0)
     config = ModelConfig(preset="small", hidden_dim=8, value_dim=32, decoder_dims=(32, 16, 16), hidden_update_dim=16)
     model = XMem(config).eval()
-    out = tmp_path_factory.mktemp("export")
-    manifest = export_onnx(model, out, source="random small")
-    return model, out, manifest
+    weights = save_weights(model, tmp_path_factory.mktemp("weights") / "w.safetensors")
+    out = tmp_path_factory.mktemp("export") / "onnx"
+    result = CliRunner().invoke(app, ["export", str(weights), str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "deploy.json").read_text())
+    return model, out, manifest, weights
 
 
 def _video(root):
@@ -54,9 +61,8 @@ def _run(model, frames, first, late, config):
 
 
 def test_onnx_loop_equals_pytorch_through_consolidations(exported, synthetic_root):
-    model, out, manifest = exported
+    model, out, manifest, _ = exported
     assert manifest["opset"] == 18 and set(manifest["stages"]) == {"key_encoder", "value_encoder", "decoder"}
-    assert json.loads((out / "deploy.json").read_text()) == manifest
     frames, first, late = _video(synthetic_root)
     # every frame a memory frame, a small working memory: several consolidations into long-term memory;
     # deep updates not synchronised with memory frames, so both sensory-update paths run
@@ -72,7 +78,7 @@ def test_onnx_loop_equals_pytorch_through_consolidations(exported, synthetic_roo
 
 def test_graphs_take_any_size_and_object_count(exported):
     """Dynamic height/width (multiples of 16) and object count: a size and N the export never saw."""
-    model, out, _ = exported
+    model, out, _, _ = exported
     runtime = OnnxXMem(out, threads=1)
     image = torch.rand(1, 3, 48, 128)
     key, shrinkage, selection, features = runtime.encode_key(image)
@@ -89,9 +95,27 @@ def test_graphs_take_any_size_and_object_count(exported):
 
 
 def test_load_model_reads_an_export_folder(exported, tmp_path):
-    _, out, _ = exported
+    _, out, _, _ = exported
     assert isinstance(load_model(out), OnnxXMem)
     with pytest.raises(CheckpointError, match="not an ONNX export"):
         load_model(tmp_path)
     with pytest.raises(CheckpointError, match="runs on the CPU"):
         load_model(out, device="cuda")
+
+
+def test_segment_with_the_export_writes_the_same_masks(exported, synthetic_root, tmp_path):
+    """`vos segment --weights EXPORT` gives the masks of `--weights CHECKPOINT`; export refuses to overwrite."""
+    _, out, _, weights = exported
+    frames = synthetic_root / "JPEGImages" / "480p" / "synth0000"
+    mask = synthetic_root / "Annotations" / "480p" / "synth0000" / "00000.png"
+    runner = CliRunner()
+    for name, source in (("torch", weights), ("onnx", out)):
+        result = runner.invoke(app, ["segment", str(frames), "--mask", str(mask), "--weights", str(source),
+                                     "--out", str(tmp_path / name), "--size", "-1", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    pngs = sorted(p.name for p in (tmp_path / "torch").glob("*.png"))
+    assert pngs and pngs == sorted(p.name for p in (tmp_path / "onnx").glob("*.png"))
+    for name in pngs:
+        assert (read_mask(tmp_path / "torch" / name) == read_mask(tmp_path / "onnx" / name)).all(), name
+    again = runner.invoke(app, ["export", str(weights), str(out)])
+    assert again.exit_code == 1 and again.output.count("error:") == 1 and "--overwrite" in again.output

@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from typer.testing import CliRunner
 
+from cli import app
 from vos.config import load_config
 from vos.output import recorded_files
 from vos.train.log import scalar_tags
@@ -66,3 +68,23 @@ def test_scalar_tags_name_every_record_key():
         "train/lr": 1e-3, "train/skipped": 0.0, "train/it_per_s": 2.0, "loss/loss": 1.0, "loss/proj": 0.5,
         "weight/pair": 0.2,
     }
+
+
+def test_eval_adds_its_scores_to_the_training_run(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    final = train(_config(synthetic_root, run), progress=False)
+    runner = CliRunner()
+    args = ["eval", "--weights", str(final), "--dataset", "synthetic", "--root", str(synthetic_root), "--size", "-1",
+            "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "eval"), "--tensorboard", str(run)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())["global"]
+    acc = _events(run)
+    for name in ("J&F", "J", "F"):
+        (event,) = acc.Scalars(f"eval/{name}")
+        assert event.step == 3 and event.value == pytest.approx(scores[f"{name}-Mean"], rel=1e-6)
+    assert all(p in recorded_files(run) for p in run.glob("events.out.tfevents.*"))
+    # a folder that is not a training run is refused before anything is evaluated
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "eval2"), "--tensorboard", str(tmp_path / "eval")])
+    assert bad.exit_code == 1 and bad.output.count("error:") == 1 and "not the output folder" in bad.output
+    assert not (tmp_path / "eval2").exists()

@@ -374,6 +374,27 @@ def record_written(path: str | os.PathLike) -> None:
                 output.record(path)
 
 
+def output_command(folder: str | os.PathLike) -> str | None:
+    """The command whose output ``folder`` is (from its manifest), or None when it is not ours."""
+    manifest = _read_manifest(Path(folder))
+    return None if manifest is None else manifest.get("command")
+
+
+def add_to_folder(folder: str | os.PathLike, command: str, path: str | os.PathLike) -> None:
+    """List ``path`` (a new file inside ``folder``) among the files of an earlier run of ``command``
+    in ``folder``, which must be ours — so that run's ``--overwrite`` also removes it. For a command
+    that adds to another's output (``vos eval --tensorboard RUN`` writes an event file into a training
+    folder)."""
+    folder = Path(folder)
+    if output_command(folder) != command:
+        raise OutputError(f"{folder}: not the output folder of a `vos {command}` run")
+    try:
+        with open(folder / LOG, "a", encoding="utf-8") as fh:
+            fh.write(os.path.relpath(os.path.abspath(path), os.path.abspath(folder)) + "\n")
+    except OSError as exc:
+        raise io_error(exc, folder / LOG) from None
+
+
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line to a log of ours (e.g. ``metrics.jsonl``), recording it the first time."""
     path = Path(path)

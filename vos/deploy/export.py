@@ -34,6 +34,7 @@ from torch import nn
 
 from vos.deploy.runtime import FORMAT, MANIFEST
 from vos.errors import VosError
+from vos.output import atomic_write, claim_output, write_text
 
 OPSET = 18
 FORMAT_VERSION = 1
@@ -132,59 +133,56 @@ def _dynamic_shapes(stage: str) -> dict:
     return {"f16": f16, "f8": f8, "f4": f4, "sensory": per_object, "readout": per_object}
 
 
-def export_onnx(model: nn.Module, out_dir: str | Path, source: str = "", opset: int = OPSET) -> dict:
+def export_onnx(model: nn.Module, out_dir: str | Path, source: str = "", opset: int = OPSET, overwrite: bool = False) -> dict:
     """Write the three stage graphs and ``deploy.json`` into ``out_dir``; returns the manifest.
 
     ``model``: an XMem network (``vos.model.network.XMem``; moved to the CPU in fp32 for tracing).
-    ``source``: what the weights were (recorded in the manifest). Each file is written under a
-    temporary name and renamed, so an interrupted export leaves no graph under a final name.
+    ``source``: what the weights were (recorded in the manifest; a file path is also an input that
+    the output folder must not overlap). The folder is claimed through ``vos.output`` (a non-empty
+    folder not written by ``vos export`` is refused; ``overwrite`` replaces an earlier export) and
+    every file is written atomically, so an interrupted export leaves no graph under a final name.
     """
     try:
-        import onnx  # noqa: F401  (the dynamo exporter needs onnx and onnxscript)
-        import onnxscript  # noqa: F401
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter translates through onnxscript)
     except ImportError as exc:
         raise VosError(f"ONNX export needs the export extra: pip install -e '.[export]' ({exc.name} is missing)") from None
 
     model = model.to("cpu", torch.float32).eval()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {"source": source, "format": "onnx", "opset": opset, "model": model.config.architecture()}
+    inputs = [source] if source and Path(source).exists() else []
     samples = _stage_inputs(model, *_SAMPLE_HW, _SAMPLE_OBJECTS)
     modules = {"key_encoder": KeyEncoderStage(model), "value_encoder": ValueEncoderStage(model), "decoder": DecoderStage(model)}
-    files = {}
-    for stage, module in modules.items():
-        module.eval()
-        inputs, outputs = STAGE_IO[stage]
-        final = out_dir / f"{stage}.onnx"
-        tmp = final.with_name(f".{final.name}.tmp")
-        try:
+    out_dir = Path(out_dir)
+    with claim_output(out_dir, "export", settings, inputs=inputs, overwrite=overwrite):
+        for stage, module in modules.items():
+            module.eval()
+            inputs_names, outputs = STAGE_IO[stage]
             with warnings.catch_warnings():
                 # the exporter reports each derived axis (16·h16, …) that it names after its root dim
                 warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints")
                 program = torch.onnx.export(
-                    module, samples[stage], dynamo=True, opset_version=opset, input_names=inputs,
+                    module, samples[stage], dynamo=True, opset_version=opset, input_names=inputs_names,
                     output_names=outputs, dynamic_shapes=_dynamic_shapes(stage), verbose=False,
                 )
-            # one self-contained file per stage (the small and xmem presets are far below 2 GB)
-            program.save(str(tmp), external_data=False)
-            tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        files[stage] = final.name
-    cfg = model.config
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "source": source,
-        "exporter": "torch.onnx.export(dynamo=True)",
-        "opset": opset,
-        "torch": torch.__version__,
-        "onnx": __import__("onnx").__version__,
-        "python": platform.python_version(),
-        "model": cfg.architecture(),
-        "stages": {stage: {"file": files[stage], "inputs": STAGE_IO[stage][0], "outputs": STAGE_IO[stage][1]} for stage in modules},
-    }
-    manifest = json.loads(json.dumps(manifest))  # as a reader sees it: tuples become lists
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(out_dir / MANIFEST)
+            with atomic_write(out_dir / f"{stage}.onnx") as tmp:
+                # one self-contained file per stage (the small and xmem presets are far below 2 GB)
+                program.save(str(tmp), external_data=False)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "source": source,
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "opset": opset,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "python": platform.python_version(),
+            "model": model.config.architecture(),
+            "stages": {
+                stage: {"file": f"{stage}.onnx", "inputs": STAGE_IO[stage][0], "outputs": STAGE_IO[stage][1]}
+                for stage in modules
+            },
+        }
+        manifest = json.loads(json.dumps(manifest))  # as a reader sees it: tuples become lists
+        write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest

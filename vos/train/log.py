@@ -15,12 +15,14 @@ images ``clip/frames``, ``clip/boxes``, ``clip/prediction`` and ``clip/mask`` (m
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from vos.output import append_line, record_written
+from vos.errors import VosError
+from vos.output import add_to_folder, append_line, output_command, record_written
 from vos.train.samples import overlay
 
 _EVENT_FILES = "events.out.tfevents.*"
@@ -132,15 +134,38 @@ class TrainingLog:
             self.writer = None
 
 
-def log_evaluation(run_dir: Path, scores: dict[str, float], step: int) -> bool:
-    """Add final evaluation scores ({"J&F": …, "J": …, "F": …}) to a run folder's TensorBoard.
+def weights_iteration(weights: str | Path, run_dir: Path) -> int:
+    """The training iteration of ``weights`` from ``run_dir``: a checkpoint's own number
+    (``iter_0001200.safetensors``), else (``final.safetensors``) the last logged iteration, else 0."""
+    match = re.search(r"iter_(\d+)", Path(weights).name)
+    if match:
+        return int(match.group(1))
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return int(json.loads(lines[-1])["iteration"]) if lines else 0
+    except (OSError, ValueError, KeyError):
+        return 0
 
-    Returns False when tensorboard is not installed (nothing written).
+
+def log_evaluation(run_dir: str | Path, scores: dict[str, float], weights: str | Path) -> int | None:
+    """Add final evaluation scores ({"J&F": …, "J": …, "F": …}) to a training folder's TensorBoard,
+    at the iteration of ``weights``; returns that step, or None when tensorboard is not installed.
+
+    The folder must be a ``vos train`` output; the new event file joins that run's record of files.
     """
-    writer = summary_writer(Path(run_dir))
-    if writer is None:
-        return False
+    run_dir = Path(run_dir)
+    if output_command(run_dir) != "train":
+        raise VosError(f"--tensorboard {run_dir}: not the output folder of a `vos train` run")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    step = weights_iteration(weights, run_dir)
+    before = set(run_dir.glob(_EVENT_FILES))
+    writer = SummaryWriter(log_dir=str(run_dir))
+    for path in set(run_dir.glob(_EVENT_FILES)) - before:
+        add_to_folder(run_dir, "train", path)
     for name, value in scores.items():
         writer.add_scalar(f"eval/{name}", float(value), step)
     writer.close()
-    return True
+    return step
