@@ -88,17 +88,28 @@ def run_config(name: str, seed: int, root: Path, work: Path, iterations: int | N
     return demo_config(root, work / name / f"s{seed}", overrides)
 
 
+ORACLE_LOSS_KEYS = ("boot_start", "boot_end", "boot_p", "dice_eps", "oracle_frames")
+
+
 def comparable(config) -> dict:
     """The settings two runs must share to be pooled: everything but where files go, how often
     checkpoints and logs are written, and constants of a loss the run does not use."""
     from vos.config import to_dict
 
-    data = to_dict(config)
+    return _relevant(to_dict(config))
+
+
+def _relevant(data: dict) -> dict:
+    """A run's settings (``to_dict`` form, or as recorded by ``comparable``) without those that
+    cannot change its result; idempotent, so a recorded result is reduced by the same rule."""
+    data = json.loads(json.dumps(data))
     for key in ("out_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
         data["train"].pop(key, None)
-    if config.train.objective == "weak":  # the oracle's loss constants cannot change a weak run
-        for key in ("boot_start", "boot_end", "boot_p", "dice_eps", "oracle_frames"):
+    if data["train"]["objective"] == "weak":  # the oracle's loss constants cannot change a weak run
+        for key in ORACLE_LOSS_KEYS:
             data["losses"].pop(key, None)
+    else:  # nor the weak losses' settings an oracle run
+        data["losses"] = {key: data["losses"][key] for key in ORACLE_LOSS_KEYS if key in data["losses"]}
     data["data"].pop("num_workers", None)
     for spec in data["data"]["datasets"]:
         spec.pop("root", None)
@@ -117,7 +128,7 @@ def check_recorded(path: Path, config) -> bool:
     if not path.is_file():
         return False
     recorded = json.loads(path.read_text()).get("settings")
-    if recorded != comparable(config):
+    if recorded is None or _relevant(recorded) != comparable(config):
         raise VosError(f"{path}: recorded with other settings than this study's; "
                        f"choose another --out or remove that file to re-run it")
     return True

@@ -82,3 +82,15 @@ def test_a_result_with_other_settings_is_refused(synthetic_root, tmp_path):
     assert study.check_recorded(path, study.run_config("proj", 1, synthetic_root, tmp_path / "w2", 10, [])) is True
     with pytest.raises(VosError, match="other settings"):
         study.check_recorded(path, study.run_config("proj", 1, synthetic_root, work, 20, []))
+
+
+def test_settings_of_a_loss_a_run_does_not_use_do_not_split_the_study(synthetic_root, tmp_path):
+    """The oracle never computes a weak loss and a weak run never the oracle's: their constants are
+    not part of what two runs must share; everything the run uses is."""
+    study = _study()
+    oracle = study.run_config("oracle", 0, synthetic_root, tmp_path, 10, [])
+    assert study.comparable(oracle) == study.comparable(study.run_config("oracle", 0, synthetic_root, tmp_path, 10, ["losses.stride=2"]))
+    assert study.comparable(oracle) != study.comparable(study.run_config("oracle", 0, synthetic_root, tmp_path, 10, ["losses.dice_eps=2.0"]))
+    weak = study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, [])
+    assert study.comparable(weak) == study.comparable(study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, ["losses.dice_eps=2.0"]))
+    assert study.comparable(weak) != study.comparable(study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, ["losses.stride=2"]))
