@@ -369,16 +369,24 @@ def bench_cmd(
             raise VosError("choose --video longtime and/or --kernels")
         if video is not None and video != "longtime":
             raise VosError(f"--video {video!r}: the only video benchmark is 'longtime'")
-        if kernels:
-            for name in ("memory_read", "weak_losses"):
-                _bench_script(name).run(out, quick=quick)
-        if video == "longtime":
-            from vos.bench.longtime import run_longtime
+        from vos.output import claim_files
 
-            result = run_longtime(out, root=root, frames=frames, size=size, objects=objects, preset=preset,
-                                  weights=weights, compile=compile_, compare_dense=dense, device=_device(device),
-                                  prefill=prefill, threads=threads)
-            console.print_json(data=result.get("summary", {}))
+        scripts = [_bench_script(name) for name in ("memory_read", "weak_losses")] if kernels else []
+        files = [script.result_file(out) for script in scripts]
+        if video == "longtime":
+            from vos.bench.longtime import result_files, run_longtime
+
+            files += result_files(out, root, _device(device))
+        # every file of the run is claimed before the first benchmark starts, so that a refusal
+        # (a result file vos did not write) comes before minutes of work, not after them
+        with claim_files(files, inputs=[root]):
+            for script in scripts:
+                script.run(out, quick=quick)
+            if video == "longtime":
+                result = run_longtime(out, root=root, frames=frames, size=size, objects=objects, preset=preset,
+                                      weights=weights, compile=compile_, compare_dense=dense, device=_device(device),
+                                      prefill=prefill, threads=threads)
+                console.print_json(data=result.get("summary", {}))
     console.print(f"results in {out}")
 
 
@@ -397,8 +405,9 @@ def analyze_consistency(
 
     from vos.config import load_config
     from vos.data.analysis import temporal_consistency
+    from vos.output import claim_files, write_text
 
-    with user_errors():
+    with user_errors(), claim_files([out] if out is not None else [], inputs=[root, config]):
         if clips < 1:
             raise VosError(f"--clips must be >= 1, got {clips}")
         cfg = load_config(config, list(set_))
@@ -406,6 +415,8 @@ def analyze_consistency(
             task = bar.add_task("clips", total=clips)
             result = temporal_consistency(root, clips=clips, data=cfg.data, losses=cfg.losses, split=split, seed=seed,
                                           progress=lambda done, total: bar.update(task, completed=done))
+        if out is not None:
+            write_text(out, json.dumps(result, indent=2))
     table = Table(title=f"temporal colour matching on {root} ({split}, {clips} clips, {result['frames']}×{result['size']}², stride {result['stride']})")
     table.add_column("τ")
     for tau in result["taus"]:
@@ -414,8 +425,6 @@ def analyze_consistency(
     table.add_row("precision", *["–" if v != v else f"{v:.3f}" for v in result["precision"]])
     console.print(table)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {out}")
 
 
@@ -433,21 +442,24 @@ def analyze_fill(
 
     from vos.bench.plot import save_histogram
     from vos.data.analysis import fill_ratios, histogram
-    from vos.output import write_text
+    from vos.output import claim_files, write_text
 
     with user_errors():
+        if out.suffix.lower() != ".png":  # the counts go to the same name with .json
+            raise VosError(f"--out {out}: the histogram is a PNG; give a name ending in .png")
         if bins < 1:
             raise VosError(f"--bins must be >= 1, got {bins}")
-        ratios = fill_ratios(root, split=split, max_videos=max_videos)
-        if not ratios:
-            raise VosError(f"{root}: no annotated objects found")
-        edges, counts = histogram(ratios, bins)
-        mean, median = statistics.fmean(ratios), statistics.median(ratios)
-        write_text(out.with_suffix(".json"), json.dumps(
-            {"root": str(root), "split": split, "count": len(ratios), "mean": mean, "median": median,
-             "bin_edges": edges, "counts": counts}, indent=2))
-        save_histogram(out, edges, counts, title=f"fraction of the box covered by the mask: {root}",
-                       xlabel="mask area / box area", note=f"{len(ratios)} objects × frames, mean {mean:.3f}, median {median:.3f}")
+        with claim_files([out, out.with_suffix(".json")], inputs=[root]):
+            ratios = fill_ratios(root, split=split, max_videos=max_videos)
+            if not ratios:
+                raise VosError(f"{root}: no annotated objects found")
+            edges, counts = histogram(ratios, bins)
+            mean, median = statistics.fmean(ratios), statistics.median(ratios)
+            write_text(out.with_suffix(".json"), json.dumps(
+                {"root": str(root), "split": split, "count": len(ratios), "mean": mean, "median": median,
+                 "bin_edges": edges, "counts": counts}, indent=2))
+            save_histogram(out, edges, counts, title=f"fraction of the box covered by the mask: {root}",
+                           xlabel="mask area / box area", note=f"{len(ratios)} objects × frames, mean {mean:.3f}, median {median:.3f}")
     console.print(f"{len(ratios)} objects×frames: mean fill {mean:.3f}, median {median:.3f}; histogram {out}")
 
 
@@ -484,11 +496,13 @@ def convert(
 ) -> None:
     """Convert a checkpoint to our safetensors format."""
     from vos.model.weights import convert_checkpoint
+    from vos.output import claim_files
 
     with user_errors():
         if dst.suffix != ".safetensors":
             raise VosError(f"{dst}: the output must end in .safetensors")
-        out = convert_checkpoint(src, dst)
+        with claim_files([dst, dst.with_suffix(".json")], inputs=[src], way_out="choose another DST"):
+            out = convert_checkpoint(src, dst)
     console.print(f"wrote {out} and {Path(out).with_suffix('.json')}")
 
 

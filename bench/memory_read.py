@@ -35,13 +35,17 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from vos.bench.environment import environment
+from vos.errors import VosError
+from vos.output import claim_files, io_error, write_text
+from vos.progress import is_terminal, progress_lines
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -141,90 +145,112 @@ def run(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run the benchmark and write ``<out_dir>/memory_read_<device type>.json``; returns its path.
+    A file of that name that vos did not write is never replaced (:func:`vos.output.claim_files`).
 
     quick: N ∈ {1,620, 26,200} with 2 objects, 3 repeats, no torch.compile. device: "cpu", "cuda"
     (default: CUDA when available). repeats: timed calls per variant (default 5 on CPU, 20 on CUDA).
     compile_: include the torch.compile variants (default: not in quick mode).
     """
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(device)
+    path = result_file(out_dir, dev.type)
     repeats = repeats or (3 if quick else (20 if dev.type == "cuda" else 5))
     compile_ = (not quick) if compile_ is None else compile_
     sizes = (MEMORY_SIZES[0], MEMORY_SIZES[-1]) if quick else MEMORY_SIZES
     objects_list = (2,) if quick else OBJECTS
 
-    results = []
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    skipped: dict[str, str] = {}
-    with torch.inference_mode():
-        for n in sizes:
-            for objects in objects_list:
-                if compile_:
-                    torch._dynamo.reset()  # fresh compiled graphs per shape: no recompile-limit fallback
-                variants, skipped = _variants(dev, compile_)
-                tensors = _inputs(n, objects, dev)
-                outputs = {}
-                warmup_ms = {}
-                for name, fn in variants.items():
-                    warmup_ms[name], out = _time(fn, tensors, dev)
-                    outputs[name] = (out[0].float(), out[1].float())
-                times: dict[str, list[float]] = {name: [] for name in variants}
-                for _ in range(repeats):
+    # claimed before the work: a file of that name that vos did not write stops the run now
+    with claim_files([path]):
+        results = []
+        load_before = os.getloadavg()
+        started = time.perf_counter()
+        skipped: dict[str, str] = {}
+        with torch.inference_mode(), _steps(len(sizes) * len(objects_list)) as advance:
+            for n in sizes:
+                for objects in objects_list:
+                    if compile_:
+                        torch._dynamo.reset()  # fresh compiled graphs per shape: no recompile-limit fallback
+                    variants, skipped = _variants(dev, compile_)
+                    tensors = _inputs(n, objects, dev)
+                    outputs = {}
+                    warmup_ms = {}
                     for name, fn in variants.items():
-                        times[name].append(_time(fn, tensors, dev)[0])
-                ref_readout, ref_usage = outputs["dense"]
-                median = {k: statistics.median(v) for k, v in times.items()}
-                row = {
-                    "n": n,
-                    "hw": HW,
-                    "objects": objects,
-                    "channels": CV * objects,
-                    "times_ms": {k: round(v, 3) for k, v in median.items()},
-                    "times_ms_min": {k: round(min(v), 3) for k, v in times.items()},
-                    "first_call_ms": {k: round(v, 1) for k, v in warmup_ms.items()},
-                    "speedup_vs_dense": {k: round(median["dense"] / v, 2) for k, v in median.items()},
-                    "speedup_vs_xmem": {k: round(median["xmem"] / v, 2) for k, v in median.items()},
-                    # From the fastest calls: the least disturbed by other processes on a shared machine.
-                    "speedup_vs_dense_min": {k: round(min(times["dense"]) / min(v), 2) for k, v in times.items()},
-                    "load_average_1min": round(os.getloadavg()[0], 2),
-                    "max_abs_diff_vs_dense": {
-                        k: {
-                            "readout": float((o[0] - ref_readout).abs().max()),
-                            "usage": float((o[1] - ref_usage).abs().max()),
-                        }
-                        for k, o in outputs.items()
-                    },
-                }
-                results.append(row)
-                log(
-                    f"N={n:6d} objects={objects}  "
-                    + "  ".join(f"{k}={v:9.1f}ms" for k, v in row["times_ms"].items())
-                    + "  speedup_vs_dense(sparse_torch)="
-                    + f"{row['speedup_vs_dense']['sparse_torch']:.2f}"
-                )
-                del tensors, outputs
+                        warmup_ms[name], out = _time(fn, tensors, dev)
+                        outputs[name] = (out[0].float(), out[1].float())
+                    times: dict[str, list[float]] = {name: [] for name in variants}
+                    for _ in range(repeats):
+                        for name, fn in variants.items():
+                            times[name].append(_time(fn, tensors, dev)[0])
+                    ref_readout, ref_usage = outputs["dense"]
+                    median = {k: statistics.median(v) for k, v in times.items()}
+                    row = {
+                        "n": n,
+                        "hw": HW,
+                        "objects": objects,
+                        "channels": CV * objects,
+                        "times_ms": {k: round(v, 3) for k, v in median.items()},
+                        "times_ms_min": {k: round(min(v), 3) for k, v in times.items()},
+                        "first_call_ms": {k: round(v, 1) for k, v in warmup_ms.items()},
+                        "speedup_vs_dense": {k: round(median["dense"] / v, 2) for k, v in median.items()},
+                        "speedup_vs_xmem": {k: round(median["xmem"] / v, 2) for k, v in median.items()},
+                        # From the fastest calls: the least disturbed by other processes on a shared machine.
+                        "speedup_vs_dense_min": {k: round(min(times["dense"]) / min(v), 2) for k, v in times.items()},
+                        "load_average_1min": round(os.getloadavg()[0], 2),
+                        "max_abs_diff_vs_dense": {
+                            k: {
+                                "readout": float((o[0] - ref_readout).abs().max()),
+                                "usage": float((o[1] - ref_usage).abs().max()),
+                            }
+                            for k, o in outputs.items()
+                        },
+                    }
+                    results.append(row)
+                    log(
+                        f"N={n:6d} objects={objects}  "
+                        + "  ".join(f"{k}={v:9.1f}ms" for k, v in row["times_ms"].items())
+                        + "  speedup_vs_dense(sparse_torch)="
+                        + f"{row['speedup_vs_dense']['sparse_torch']:.2f}"
+                    )
+                    del tensors, outputs
+                    advance()
 
-    report = {
-        "benchmark": "memory_read",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": dev.type,
-        "environment": environment(dev),
-        "settings": {
-            "hw": HW, "ck": CK, "cv_per_object": CV, "top_k": TOP_K, "batch": 1, "dtype": "float32",
-            "need_usage": True, "repeats": repeats, "quick": quick, "statistic": "median",
-        },
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_s": round(time.perf_counter() - started, 1),
-        "skipped_variants": skipped,
-        "results": results,
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"memory_read_{dev.type}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {path}")
-    return path
+        report = {
+            "benchmark": "memory_read",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": dev.type,
+            "environment": environment(dev),
+            "settings": {
+                "hw": HW, "ck": CK, "cv_per_object": CV, "top_k": TOP_K, "batch": 1, "dtype": "float32",
+                "need_usage": True, "repeats": repeats, "quick": quick, "statistic": "median",
+            },
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": round(time.perf_counter() - started, 1),
+            "skipped_variants": skipped,
+            "results": results,
+        }
+        write_text(path, json.dumps(report, indent=2) + "\n")
+        log(f"wrote {path}")
+        return path
+
+
+def result_file(out_dir: str | Path, device: str | None = None) -> Path:
+    """The file :func:`run` writes: ``<out_dir>/memory_read_<device type>.json``."""
+    return Path(out_dir) / f"memory_read_{_device(device).type}.json"
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@contextmanager
+def _steps(total: int) -> Iterator[Callable[[], None]]:
+    """``advance()`` per measured shape: plain progress lines off a terminal (logs, CI), where a long
+    run would otherwise show nothing between its shapes' lines; nothing on a terminal."""
+    if is_terminal():
+        yield lambda: None
+        return
+    with progress_lines("memory_read", total, unit="shapes") as advance:
+        yield advance
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,8 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     args = parser.parse_args(argv)
-    run(args.out, quick=args.quick, device=args.device, repeats=args.repeats,
-        compile_=False if args.no_compile else None)
+    try:
+        run(args.out, quick=args.quick, device=args.device, repeats=args.repeats,
+            compile_=False if args.no_compile else None)
+    except (VosError, OSError) as exc:
+        sys.exit(f"error: {io_error(exc)}")
 
 
 if __name__ == "__main__":

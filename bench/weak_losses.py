@@ -39,14 +39,17 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from vos.bench.environment import environment
+from vos.errors import VosError
+from vos.output import claim_files, io_error, write_text
+from vos.progress import is_terminal, progress_lines
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -255,12 +258,14 @@ def run(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run the benchmark and write ``<out_dir>/weak_losses_<device type>.json``; returns its path.
+    A file of that name that vos did not write is never replaced (:func:`vos.output.claim_files`).
 
     quick: B = 1, N = 2, T = 3, 128² at stride 4 only, and a small iteration-share shape (a smoke run).
     device: "cpu" or "cuda" (default: CUDA when available). repeats: timed calls per variant
     (default 10 on CUDA after a warm-up; 2 on the CPU at stride 4 and 1 at stride 1, no warm-up).
     """
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(device)
+    path = result_file(out_dir, dev.type)
     cuda = dev.type == "cuda"
     warmup = cuda
     started = time.perf_counter()
@@ -286,41 +291,63 @@ def run(
             "no CUDA device: only the PyTorch reference is timed; the Triton kernels were validated in the "
             "interpreter only (tests/test_kernels_losses.py), not natively, and not timed"
         )
-    for shape, stride, reps in plan:
-        loss_rows.append(bench_losses(shape, stride, dev, reps, warmup, log))
-    preset, share_shape = share_plan
-    try:
-        share = bench_share(preset, share_shape, dev, repeats or (5 if cuda else 2), warmup, log)
-    except torch.cuda.OutOfMemoryError as error:  # the xmem preset at B=8 on a smaller GPU
-        share = {"preset": preset, **share_shape, "error": f"out of memory: {error}".splitlines()[0]}
-        log(f"iteration share skipped: {share['error']}")
-    report = {
-        "benchmark": "weak_losses",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": dev.type,
-        "environment": environment(dev),
-        "settings": {
-            "loss_config": "LossConfig() defaults (stacked projection, pairwise K=3 d=2, temporal 3x3 patches, "
-            "3x3 candidates spaced 3, top-5, target patch, detach soft, normalize pixels)",
-            "dtype": "float32",
-            "measured": "loss forward + gradient w.r.t. the logits",
-            "warmup": warmup,
-            "quick": quick,
-            "statistic": "median",
-        },
-        "notes": notes,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_s": round(time.perf_counter() - started, 1),
-        "losses": loss_rows,
-        "iteration_share": share,
-    }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"weak_losses_{dev.type}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {path}")
-    return path
+    # claimed before the work: a file of that name that vos did not write stops the run now
+    with claim_files([path]):
+        with _steps(len(plan) + 1) as advance:
+            for shape, stride, reps in plan:
+                loss_rows.append(bench_losses(shape, stride, dev, reps, warmup, log))
+                advance()
+            preset, share_shape = share_plan
+            try:
+                share = bench_share(preset, share_shape, dev, repeats or (5 if cuda else 2), warmup, log)
+            except torch.cuda.OutOfMemoryError as error:  # the xmem preset at B=8 on a smaller GPU
+                share = {"preset": preset, **share_shape, "error": f"out of memory: {error}".splitlines()[0]}
+                log(f"iteration share skipped: {share['error']}")
+            advance()
+        report = {
+            "benchmark": "weak_losses",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": dev.type,
+            "environment": environment(dev),
+            "settings": {
+                "loss_config": "LossConfig() defaults (stacked projection, pairwise K=3 d=2, temporal 3x3 patches, "
+                "3x3 candidates spaced 3, top-5, target patch, detach soft, normalize pixels)",
+                "dtype": "float32",
+                "measured": "loss forward + gradient w.r.t. the logits",
+                "warmup": warmup,
+                "quick": quick,
+                "statistic": "median",
+            },
+            "notes": notes,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "wall_s": round(time.perf_counter() - started, 1),
+            "losses": loss_rows,
+            "iteration_share": share,
+        }
+        write_text(path, json.dumps(report, indent=2) + "\n")
+        log(f"wrote {path}")
+        return path
+
+
+def result_file(out_dir: str | Path, device: str | None = None) -> Path:
+    """The file :func:`run` writes: ``<out_dir>/weak_losses_<device type>.json``."""
+    return Path(out_dir) / f"weak_losses_{_device(device).type}.json"
+
+
+def _device(device: str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@contextmanager
+def _steps(total: int) -> Iterator[Callable[[], None]]:
+    """``advance()`` per measured shape: plain progress lines off a terminal (logs, CI), where a long
+    run would otherwise show nothing between its shapes' lines; nothing on a terminal."""
+    if is_terminal():
+        yield lambda: None
+        return
+    with progress_lines("weak_losses", total, unit="shapes") as advance:
+        yield advance
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,7 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args(argv)
-    run(args.out, quick=args.quick, device=args.device, repeats=args.repeats)
+    try:
+        run(args.out, quick=args.quick, device=args.device, repeats=args.repeats)
+    except (VosError, OSError) as exc:
+        sys.exit(f"error: {io_error(exc)}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def test_stage_flops_counts_the_per_object_image_work():
 
 
 def test_long_time_root(tmp_path):
-    video = tmp_path / "long_video"
+    root = tmp_path / "lt"
+    video = root / "long_video"
     for name in ("blueboy", "rat"):
         for t in range(3):
             img = torch.zeros(3, 40, 56, dtype=torch.uint8)
@@ -114,10 +115,13 @@ def test_long_time_root(tmp_path):
         mask = torch.zeros(40, 56, dtype=torch.uint8)
         mask[5:20, 8:30] = 1
         write_mask(video / "Annotations" / name / "00000.png", mask)
-    found = long_time_videos(tmp_path)
+    found = long_time_videos(root)
     assert [(n, len(f)) for n, f, _ in found] == [("blueboy", 3), ("rat", 3)]
+    with pytest.raises(VosError, match="inside the input"):  # never into the dataset, refused before the run
+        run_longtime(root / "out", root=root, frames=2, size=32, preset="small", device="cpu", progress=False)
+    assert not (root / "out").exists()
     report = run_longtime(
-        tmp_path / "out", root=tmp_path, frames=2, size=32, preset="small", compare_dense=False, compile=False,
+        tmp_path / "out", root=root, frames=2, size=32, preset="small", compare_dense=False, compile=False,
         device="cpu", progress=False, count_flops=False, warmup=0,
     )
     runs = [(v["video"], v["frames"], v["size"]) for v in report["videos"]]
@@ -125,7 +129,7 @@ def test_long_time_root(tmp_path):
     assert (tmp_path / "out" / "longtime_cpu_rat_memory.png").is_file()
     (video / "Annotations" / "rat" / "00000.png").unlink()
     with pytest.raises(DataError, match="first-frame annotation"):
-        long_time_videos(tmp_path)
+        long_time_videos(root)
     with pytest.raises(DataError, match="Long-Time Video"):
         long_time_videos(tmp_path / "nowhere")
 

@@ -164,7 +164,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporaries(synthetic_root, weights
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     dst = tmp_path / "conv" / "model.safetensors"
     _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(dst), "no space left")
-    assert not dst.exists() and not _temps(dst.parent)
+    assert not dst.parent.exists()  # no weights, no config without them, no temporaries, no empty folder
 
 
 def _sys_read_only() -> bool:
@@ -344,3 +344,127 @@ def test_two_eval_shards_share_one_folder(eval_root, weights, tmp_path):
     assert _predictions(out) == _predictions(straight)
     assert _scores(out) == _scores(straight)
     assert json.loads((out / "vos-manifest.json").read_text())["command"] == "eval" and not _temps(out)
+
+
+# ------------------------------------------------------------------------------ named files in shared folders
+TINY_LONGTIME = ["bench", "--video", "longtime", "--frames", "3", "--size", "32", "--preset", "small", "--no-dense",
+                 "--device", "cpu", "--threads", "1"]
+
+
+def test_bench_longtime_replaces_only_its_own_results(tmp_path):
+    results = tmp_path / "results"  # a shared results folder: the user's notes, a result from before the log
+    results.mkdir()
+    (results / "notes.md").write_text("the user's")
+    (results / "longtime_cpu.json").write_text('{"written": "before the log"}')
+    before = _hashes(results)
+    _error(runner.invoke(app, [*TINY_LONGTIME, "--out", str(results)]),
+           str(results / "longtime_cpu.json"), "not written by vos", "move it away")
+    assert _hashes(results) == before and not _temps(results)
+
+    (results / "longtime_cpu.json").rename(tmp_path / "old.json")
+    result = runner.invoke(app, [*TINY_LONGTIME, "--out", str(results)])
+    assert result.exit_code == 0, result.output
+    assert "bench synthetic: 3/3 frames" in result.output  # plain progress lines off a terminal
+    written = (results / ".vos-written").read_text().splitlines()
+    assert written == ["longtime_cpu.json", "longtime_cpu_synthetic_fps.png", "longtime_cpu_synthetic_memory.png"]
+    first = json.loads((results / "longtime_cpu.json").read_text())["created"]
+    assert (results / "notes.md").read_text() == "the user's"
+
+    result = runner.invoke(app, [*TINY_LONGTIME, "--out", str(results)])  # a re-run replaces its own results
+    assert result.exit_code == 0, result.output
+    assert (results / ".vos-written").read_text().splitlines() == written  # listed once
+    assert json.loads((results / "longtime_cpu.json").read_text())["created"] >= first
+    assert (results / "notes.md").read_text() == "the user's" and not _temps(results)
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    _error(runner.invoke(app, [*TINY_LONGTIME, "--out", str(afile)]), str(afile), "not a folder")
+    assert afile.read_text() == "mine"
+
+
+def test_bench_kernels_refuse_before_running_and_show_progress(tmp_path, monkeypatch):
+    import cli
+
+    scripts = {name: cli._bench_script(name) for name in ("memory_read", "weak_losses")}
+    monkeypatch.setattr(scripts["memory_read"], "MEMORY_SIZES", (64, 128))  # tiny shapes: CPU seconds
+    monkeypatch.setattr(scripts["memory_read"], "HW", 48)
+    monkeypatch.setattr(cli, "_bench_script", scripts.__getitem__)
+    results = tmp_path / "results"
+    results.mkdir()
+    foreign = results / scripts["weak_losses"].result_file(results).name
+    foreign.write_text("the user's")
+    before = _hashes(results)
+    _error(runner.invoke(app, ["bench", "--kernels", "--quick", "--out", str(results)]), str(foreign), "not written by vos")
+    assert _hashes(results) == before  # refused before the first benchmark ran: nothing was written
+    foreign.unlink()
+    result = runner.invoke(app, ["bench", "--kernels", "--quick", "--out", str(results)])
+    assert result.exit_code == 0, result.output
+    assert "memory_read: 2/2 shapes" in result.output and "weak_losses: 2/2 shapes" in result.output
+    names = sorted(scripts[n].result_file(results).name for n in scripts)
+    assert sorted((results / ".vos-written").read_text().splitlines()) == names
+    assert sorted(p.name for p in results.iterdir()) == sorted([".vos-written", *names])
+
+
+def test_analyze_outputs_never_replace_the_users_files(synthetic_root, tmp_path):
+    table = tmp_path / "T.json"
+    table.write_text("the user's table")
+    consistency = ["analyze", "consistency", str(synthetic_root), "--split", "val", "--clips", "2",
+                   "--set", "data.size=32", "--set", "data.num_frames=3"]
+    _error(runner.invoke(app, [*consistency, "--out", str(table)]), str(table), "not written by vos")
+    assert table.read_text() == "the user's table"
+    _error(runner.invoke(app, [*consistency, "--out", str(synthetic_root / "T.json")]), "input")
+    assert not (synthetic_root / "T.json").exists()
+    ours = tmp_path / "tables" / "T.json"
+    for _ in range(2):  # a second run replaces the table the first wrote
+        result = runner.invoke(app, [*consistency, "--out", str(ours)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(ours.read_text())["clips"] == 2
+
+    out = tmp_path / "fill.png"
+    (tmp_path / "fill.json").write_text("the user's counts")  # the .json written beside the PNG
+    before = _hashes(tmp_path)
+    fill = ["analyze", "fill", str(synthetic_root), "--split", "val"]
+    _error(runner.invoke(app, [*fill, "--out", str(out)]), str(tmp_path / "fill.json"), "not written by vos")
+    _error(runner.invoke(app, [*fill, "--out", str(tmp_path / "fill.json")]), ".png")
+    assert _hashes(tmp_path) == before and not _temps(tmp_path)
+    out = tmp_path / "figs" / "fill.png"
+    for _ in range(2):
+        result = runner.invoke(app, [*fill, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.parent.iterdir()) == [".vos-written", "fill.json", "fill.png"]
+
+
+def test_convert_never_replaces_the_users_file(weights, tmp_path):
+    dst = tmp_path / "model.safetensors"
+    dst.write_bytes(b"the user's weights")
+    before = _hashes(tmp_path)
+    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(dst), "not written by vos", "another DST")
+    dst.unlink()
+    (tmp_path / "model.json").write_text("the user's config")
+    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(tmp_path / "model.json"), "not written by vos")
+    assert _hashes(tmp_path) == {k: v for k, v in before.items() if k != "model.safetensors"} | {
+        "model.json": hashlib.sha256(b"the user's config").hexdigest()}
+    _error(runner.invoke(app, ["convert", str(weights), str(weights)]), "input")
+    fresh = tmp_path / "conv" / "model.safetensors"
+    for _ in range(2):  # converting again replaces what the first conversion wrote
+        result = runner.invoke(app, ["convert", str(weights), str(fresh)])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in fresh.parent.iterdir()) == [".vos-written", "model.json", "model.safetensors"]
+    assert torch.equal(load_model(fresh).state_dict()["key_proj.key_proj.weight"],
+                       load_model(weights).state_dict()["key_proj.key_proj.weight"])
+
+
+def test_claimed_file_is_checked_again_when_written(tmp_path):
+    from vos.errors import VosError
+    from vos.output import claim_files, write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".r.json.vos-tmp{int(dead.stdout)}"  # left by a process killed mid-write
+    stale.write_text("partial")
+    target = tmp_path / "r.json"
+    with claim_files([target]):
+        assert not stale.exists()
+        target.write_text("the user's, created during the run")
+        with pytest.raises(VosError, match="not written by vos"):
+            write_text(target, "ours")
+    assert target.read_text() == "the user's, created during the run" and not _temps(tmp_path)

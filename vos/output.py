@@ -20,6 +20,26 @@ renamed into place on success and removed on any failure. Temporaries of dead pr
 when a folder is claimed again; those of live processes (parallel ``vos eval --shard`` runs on one
 folder) are left alone.
 
+Commands whose results are *named files* (``bench``, ``analyze consistency|fill``, ``convert``)
+write into folders they do not own: ``bench/results`` is shared by several benchmarks and scripts and
+is committed, and an ``--out FILE`` may sit among the user's files. Claiming the whole folder would
+refuse every such run, so these commands call :func:`claim_files` with the exact paths they will
+write, before any work starts, and
+
+* refuse a path that is a folder, whose parent is a file, or that is (or lies inside) an input;
+* replace an existing file only when the folder's ``.vos-written`` lists it — the same log as above,
+  one per folder, appended before the rename; a file of that name that is not listed stays untouched
+  and the run is refused, naming the file. Running a benchmark again therefore replaces its own
+  earlier result without a flag (a fresh result under the same name is what a re-run asks for),
+  and nothing else;
+* write no manifest: several commands share such a folder, and each result file states its own
+  settings.
+
+A result file from before the log existed (or one copied in) counts as the user's: move it away, or
+hand it to vos by adding its name to the folder's ``.vos-written``. Guessing from a file's name or
+contents would let a user's file of the same name be replaced, so vos does not guess; the
+repository's ``bench/results`` logs list the committed results of these commands.
+
 I/O failures are turned into one-line :class:`~vos.errors.VosError` messages naming the path by
 :func:`io_error`, which the CLI applies to every ``OSError``.
 """
@@ -76,6 +96,9 @@ class Output:
 # Claimed folders of this process, innermost last; a write is recorded in every one containing it,
 # so an enclosing run (the demo) also lists the files of the runs it starts.
 _ACTIVE: list[Output] = []
+# Files claimed by claim_files (absolute path → number of open claims: the CLI claims a benchmark's
+# files up front, the benchmark function claims its own again).
+_NAMED: dict[str, int] = {}
 _LOCK = threading.Lock()
 
 
@@ -289,6 +312,119 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------ claiming named files
+@contextlib.contextmanager
+def claim_files(
+    paths: Iterable[str | os.PathLike],
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    way_out: str = "choose another --out",
+) -> Iterator[list[Path]]:
+    """Claim the named files ``paths`` for the ``with`` block (see the module docstring).
+
+    Refuses (one :class:`OutputError` naming the path, before anything is written) a path that is
+    a folder, whose parent is a file, that is or lies inside one of ``inputs``, or that exists and
+    is not listed in its folder's ``.vos-written``; ``way_out`` ends that message (e.g. "choose
+    another DST"). Creates the parent folders, so an unwritable place fails now rather than after
+    the work; on an exception inside the block, folders it created and left empty are removed.
+    :func:`atomic_write` checks a claimed path again and records it in its folder's log before the
+    rename.
+    """
+    targets = [Path(p) for p in paths]
+    for path in targets:
+        _check_named(path, inputs, way_out)
+    created: list[Path] = []
+    try:
+        for folder in dict.fromkeys(p.parent for p in targets):
+            created += _make_folders(folder)
+        for path in targets:
+            _remove_stale_temps_of(path)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    keys = [os.path.abspath(p) for p in targets]
+    with _LOCK:
+        for key in keys:
+            _NAMED[key] = _NAMED.get(key, 0) + 1
+    try:
+        yield targets
+    except BaseException:
+        _remove_empty(created)
+        raise
+    finally:
+        with _LOCK:
+            for key in keys:
+                _NAMED[key] -= 1
+                if not _NAMED[key]:
+                    del _NAMED[key]
+
+
+def _check_named(path: Path, inputs: Iterable[str | os.PathLike | None], way_out: str) -> None:
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item).resolve()
+        target = path.resolve()
+        if target == src or _inside(target, src):
+            raise OutputError(f"{path}: is {'inside ' if target != src else ''}the input {item}; write the output elsewhere")
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise OutputError(f"{folder}: exists and is not a folder; {way_out}")
+            break
+    if path.is_dir():
+        raise OutputError(f"{path}: exists and is a folder; {way_out}")
+    if (path.exists() or path.is_symlink()) and not _listed(path):
+        raise OutputError(
+            f"{path}: exists and was not written by vos (not in {path.parent / LOG}); move it away or {way_out}"
+        )
+
+
+def _listed(path: Path) -> bool:
+    """Is ``path`` listed in the log of its folder?"""
+    return os.path.abspath(path) in {os.path.abspath(p) for p in recorded_files(path.parent)}
+
+
+def _record_named(path: Path) -> None:
+    """Check a claimed file once more (a file of the user's may have appeared since the claim) and
+    list it in its folder's log, once."""
+    if path.exists() or path.is_symlink():
+        if not _listed(path):
+            raise OutputError(f"{path}: appeared while vos was running and was not written by vos; left untouched")
+        return
+    if _listed(path):
+        return
+    with open(path.parent / LOG, "a", encoding="utf-8") as fh:
+        fh.write(path.name + "\n")
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the folders created, outermost first."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise io_error(exc, Path(exc.filename) if exc.filename else folder) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise io_error(PermissionError(errno.EACCES, "permission denied"), folder)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only an empty folder goes
+
+
+def _remove_stale_temps_of(path: Path) -> None:
+    """Remove temporaries of ``path`` whose writing process is gone (killed mid-write)."""
+    prefix = f".{path.name}{_TMP_MARK}"
+    for name in os.listdir(path.parent):
+        match = _TMP_RE.match(name)
+        if name.startswith(prefix) and match and not _alive(int(match.group(1))):
+            _unlink_quietly(path.parent / name)
+
+
 # ------------------------------------------------------------------------------ settings
 def flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings → {dotted key: leaf} (lists and tuples compare as lists)."""
@@ -339,6 +475,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
             for output in _ACTIVE:
                 if _inside(path, output.path):
                     output.record(path)
+            if os.path.abspath(path) in _NAMED:
+                _record_named(path)
         os.replace(tmp, path)
     except OSError as exc:
         _unlink_quietly(tmp)

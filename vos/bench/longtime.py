@@ -53,6 +53,8 @@ from vos.memory.core import InferenceCore
 from vos.memory.read import memory_read
 from vos.model.network import XMem
 from vos.model.weights import load_model
+from vos.output import claim_files, write_text
+from vos.progress import is_terminal, progress_lines
 
 LONG_TIME_LAYOUT = "ROOT/JPEGImages/<video>/*.jpg and ROOT/Annotations/<video>/*.png (or ROOT/long_video/…)"
 
@@ -368,6 +370,17 @@ def _moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
+def result_files(
+    out_dir: str | os.PathLike, root: str | os.PathLike | None = None, device: str | torch.device | None = None
+) -> list[Path]:
+    """The files :func:`run_longtime` writes: ``longtime_<device>.json`` and two plots per video."""
+    out_dir = Path(out_dir)
+    tag = (torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")).type
+    names = ["synthetic"] if root is None else [name for name, _, _ in long_time_videos(root)]
+    plots = [out_dir / f"longtime_{tag}_{name}_{kind}.png" for name in names for kind in ("fps", "memory")]
+    return [out_dir / f"longtime_{tag}.json", *(plots if plot_available() else [])]
+
+
 def run_longtime(
     out_dir: str | os.PathLike,
     root: str | os.PathLike | None = None,
@@ -390,7 +403,8 @@ def run_longtime(
     seed: int = 0,
 ) -> dict:
     """Benchmark inference over a long video; write ``longtime_<device>.json`` and PNG plots into
-    ``out_dir`` and return the JSON's content.
+    ``out_dir`` and return the JSON's content. The files are claimed before the run
+    (:func:`vos.output.claim_files`): a file of those names that vos did not write is never replaced.
 
     Args:
         out_dir: where the results go (created).
@@ -423,77 +437,77 @@ def run_longtime(
         raise VosError(f"bench: frames must be ≥ 1, got {frames}")
     if root is None and size == -1:
         raise VosError("bench: size -1 (native) needs --root; the synthetic video is made at a given size")
-    memory = memory if memory is not None else MemoryConfig()
-    use_compile = (dev.type == "cuda" if compile is None else compile) or False
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        model = load_model(weights if weights is not None else preset, device=dev)
-        baseline = None
-        if compare_dense:
-            baseline = XMem(model.config, per_object_image=True)
-            baseline.load_state_dict(model.state_dict())
-            baseline = baseline.to(dev).eval()
-        if root is None:
-            n = frames if frames is not None else 3000
-            videos = [("synthetic", lambda n=n: synthetic_long_video(n, size, objects, seed))]
-        else:
-            videos = [
-                (name, lambda paths=paths, first=first: _file_video(paths[: frames or None], first, size))
-                for name, paths, first in long_time_videos(root)
-            ]
-        machine_gflops = gemm_gflops(dev) if count_flops else None
-        results = []
-        for name, make in videos:
-            results.append(
-                _run_video(
-                    name, make, model, baseline, memory, dev, use_compile, channels_last, prefill,
-                    warmup, progress, seed, count_flops, machine_gflops,
+    # claimed before the model loads: a refusal comes before the work, not after it
+    with claim_files(result_files(out_dir, root, dev), inputs=[root]):
+        memory = memory if memory is not None else MemoryConfig()
+        use_compile = (dev.type == "cuda" if compile is None else compile) or False
+        old_threads = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            model = load_model(weights if weights is not None else preset, device=dev)
+            baseline = None
+            if compare_dense:
+                baseline = XMem(model.config, per_object_image=True)
+                baseline.load_state_dict(model.state_dict())
+                baseline = baseline.to(dev).eval()
+            if root is None:
+                n = frames if frames is not None else 3000
+                videos = [("synthetic", n, lambda n=n: synthetic_long_video(n, size, objects, seed))]
+            else:
+                videos = [
+                    (name, len(paths[: frames or None]),
+                     lambda paths=paths, first=first: _file_video(paths[: frames or None], first, size))
+                    for name, paths, first in long_time_videos(root)
+                ]
+            machine_gflops = gemm_gflops(dev) if count_flops else None
+            results = []
+            for name, total, make in videos:
+                results.append(
+                    _run_video(
+                        name, total, make, model, baseline, memory, dev, use_compile, channels_last, prefill,
+                        warmup, progress, seed, count_flops, machine_gflops,
+                    )
                 )
-            )
-    finally:
-        torch.set_num_threads(old_threads)
+        finally:
+            torch.set_num_threads(old_threads)
 
-    report = {
-        "benchmark": "longtime",
-        "device": str(dev),
-        "device_name": device_name(dev),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": torch.get_num_threads() if threads is None else threads,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "settings": {
-            "source": "synthetic" if root is None else str(root),
-            "frames": frames, "size": size, "objects": objects if root is None else None,
-            "preset": preset if weights is None else None, "weights": None if weights is None else str(weights),
-            "compile": ("inductor" if use_compile is True else use_compile) or False,
-            "compare_dense": compare_dense, "prefill": prefill,
-            "channels_last": True if channels_last is None else channels_last, "warmup": warmup, "seed": seed,
-            "memory": dataclasses.asdict(memory),
-        },
-        "machine_gflops_fp32": max((v["flops"]["machine_gflops_fp32"] for v in results if v["flops"]), default=None),
-        # per video: FPS and ratios, the arithmetic floor, whether memory stayed flat (details below)
-        "summary": {v["video"]: _headline(v) for v in results},
-        "videos": results,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tag = dev.type
-    path = out_dir / f"longtime_{tag}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(path)
-    if plot_available():
-        for video in results:
-            _plot(out_dir, tag, video)
-    else:
-        report["plots"] = "not drawn: matplotlib is not installed (pip install -e '.[plots]')"
-    report["json"] = str(path)
-    return report
+        report = {
+            "benchmark": "longtime",
+            "device": str(dev),
+            "device_name": device_name(dev),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads() if threads is None else threads,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": {
+                "source": "synthetic" if root is None else str(root),
+                "frames": frames, "size": size, "objects": objects if root is None else None,
+                "preset": preset if weights is None else None, "weights": None if weights is None else str(weights),
+                "compile": ("inductor" if use_compile is True else use_compile) or False,
+                "compare_dense": compare_dense, "prefill": prefill,
+                "channels_last": True if channels_last is None else channels_last, "warmup": warmup, "seed": seed,
+                "memory": dataclasses.asdict(memory),
+            },
+            "machine_gflops_fp32": max((v["flops"]["machine_gflops_fp32"] for v in results if v["flops"]), default=None),
+            # per video: FPS and ratios, the arithmetic floor, whether memory stayed flat (details below)
+            "summary": {v["video"]: _headline(v) for v in results},
+            "videos": results,
+        }
+        tag = dev.type
+        path = out_dir / f"longtime_{tag}.json"
+        write_text(path, json.dumps(report, indent=1))
+        if plot_available():
+            for video in results:
+                _plot(out_dir, tag, video)
+        else:
+            report["plots"] = "not drawn: matplotlib is not installed (pip install -e '.[plots]')"
+        report["json"] = str(path)
+        return report
 
 
 def _run_video(
-    name, make, model, baseline, memory, dev, use_compile, channels_last, prefill, warmup, progress, seed,
+    name, frames_total, make, model, baseline, memory, dev, use_compile, channels_last, prefill, warmup, progress, seed,
     count_flops, machine_gflops,
 ) -> dict:
     (h, w), frames = make()
@@ -520,7 +534,7 @@ def _run_video(
     total = None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = _progress(progress, name)
+    bar = _progress(progress, name, frames_total)
     with bar as advance:
         for t, (image, mask) in enumerate(frames):
             image = image.to(dev)
@@ -693,14 +707,19 @@ def _plot(out_dir: Path, tag: str, video: dict) -> None:
 
 
 class _progress:
-    """Rich progress over frames (or nothing); ``advance(seconds)`` per frame."""
+    """Progress over frames: a rich bar on a terminal, plain lines otherwise (logs, CI), or nothing;
+    ``advance(seconds)`` per frame, with the seconds of ``ours``."""
 
-    def __init__(self, enabled: bool, name: str) -> None:
-        self.enabled, self.name, self._bar = enabled, name, None
+    def __init__(self, enabled: bool, name: str, total: int | None = None) -> None:
+        self.enabled, self.name, self.total, self._bar, self._lines = enabled, name, total, None, None
 
     def __enter__(self):
         if not self.enabled:
             return lambda seconds: None
+        if not is_terminal():
+            self._lines = progress_lines(f"bench {self.name}", self.total, unit="frames")
+            step = self._lines.__enter__()
+            return lambda seconds: step(info=f"ours {1 / seconds:.2f} FPS" if seconds > 0 else "")
         from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
         self._bar = Progress(TextColumn(f"{self.name}"), TextColumn("{task.completed} frames"),
@@ -716,4 +735,6 @@ class _progress:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+        if self._lines is not None:
+            self._lines.__exit__(*exc)
 

@@ -86,8 +86,9 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 def save_weights(model: nn.Module, path: str | Path) -> Path:
     """Write ``model``'s weights to ``path`` (``.safetensors``) and its config to the sibling ``.json``.
 
-    Both files are written to temporaries and renamed into place, so a crash never leaves a partial
-    file under the final name. Returns the weights path.
+    Both files are written to temporaries and renamed into place only when both are complete, so a
+    failure (a full disk) leaves neither a partial file nor a config without its weights. Returns
+    the weights path.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -100,16 +101,19 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
         raise TypeError("save_weights needs an XMem model (with a ModelConfig in .config)")
     config_text = json.dumps(_config_dict(config), indent=2)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    from vos.output import atomic_write, io_error, write_text
+    from vos.output import atomic_write, io_error
 
-    write_text(path.with_suffix(".json"), config_text + "\n")
-    with atomic_write(path) as tmp:
-        try:
-            save_file(tensors, str(tmp), metadata={"format": "pt", _CONFIG_METADATA_KEY: config_text})
-        except Exception as exc:  # safetensors reports I/O failures (ENOSPC, EACCES) as SafetensorError
-            if isinstance(exc, OSError):
-                raise
-            raise io_error(_safetensors_os_error(exc), path) from None
+    # nested: the config's temporary is renamed only after the weights are whole and in place, and
+    # removed when they fail
+    with atomic_write(path.with_suffix(".json")) as tmp_config:
+        tmp_config.write_text(config_text + "\n", encoding="utf-8")
+        with atomic_write(path) as tmp:
+            try:
+                save_file(tensors, str(tmp), metadata={"format": "pt", _CONFIG_METADATA_KEY: config_text})
+            except Exception as exc:  # safetensors reports I/O failures (ENOSPC, EACCES) as SafetensorError
+                if isinstance(exc, OSError):
+                    raise
+                raise io_error(_safetensors_os_error(exc), path) from None
     return path
 
 
