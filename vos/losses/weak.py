@@ -79,8 +79,9 @@ def _object_weight(obj_valid: torch.Tensor | None, like: torch.Tensor) -> torch.
 def _reduce(num: torch.Tensor, count: torch.Tensor, pixels: int, normalize: str, obj_valid) -> torch.Tensor:
     """Per-image sums B×N×T' (loss sums and active-edge counts) → the scalar loss.
 
-    "pixels" (thesis eq. 3.16–3.17, 3.19–3.20): each image's sum divided by its H·W, then averaged
-    over frames (pairs), objects and the batch. "edges" (BoxInst): the total over the whole batch
+    "pixels": each image's sum divided by its H·W (the thesis's eq. 3.16 for the pairwise loss; the
+    temporal loss, a plain sum in eq. 3.18, is normalised the same way here), then averaged over
+    frames (pairs), objects and the batch (eq. 3.17, 3.19–3.20). "edges" (BoxInst): the total over the whole batch
     divided by the total number of active edges (at least 1).
     """
     weight = _object_weight(obj_valid, num)
