@@ -1,7 +1,7 @@
-"""The output contract: every folder a command writes is claimed, recorded and written atomically.
+"""The output contract: every folder or named file a command writes is claimed, recorded and written atomically.
 
 A command that writes a folder (``segment``, ``eval``, ``score --out``, ``data synthetic``, ``demo``,
-``train``, ``bench``) first calls :func:`claim_output`, which
+``train``, ``export``) first calls :func:`claim_output`, which
 
 * refuses an ``--out`` that is a file, that is (or lies inside, or contains) one of the command's
   inputs, or that is a non-empty folder vos did not write;
