@@ -168,8 +168,9 @@ def _run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations
 
     from vos.data.datasets import open_dataset
     from vos.demo import summarise_eval
-    from vos.output import write_text as atomic_write_text
     from vos.eval.runner import evaluate
+    from vos.output import claim_files
+    from vos.output import write_text as atomic_write_text
     from vos.train.checkpoint import latest_checkpoint
     from vos.train.trainer import train
 
@@ -221,7 +222,8 @@ def _run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations
     m = result["mask_init"]
     curve.append({"iteration": config.train.iterations, **{k: m[k] for k in ("J&F", "J", "single_object_J&F", "multi_object_J&F")}})
     result["curve_mask_init"] = curve
-    atomic_write_text(path, json.dumps(result, indent=2))
+    with claim_files([path]):
+        atomic_write_text(path, json.dumps(result, indent=2))
     return result
 
 
@@ -229,8 +231,9 @@ def run_gt_box(root: Path, work: Path, out: Path) -> dict:
     """Score the ground-truth box of every frame as the mask (no model: one row for both inits)."""
     from vos.demo import area_ratio
     from vos.eval.baselines import write_box_predictions
-    from vos.output import write_text as atomic_write_text
     from vos.eval.score import score_folders
+    from vos.output import claim_files
+    from vos.output import write_text as atomic_write_text
 
     gt_dir = root / "Annotations" / "480p"
     pred_dir = work / BASELINE / "predictions"
@@ -241,7 +244,8 @@ def run_gt_box(root: Path, work: Path, out: Path) -> dict:
                "area_ratio": area_ratio(pred_dir, gt_dir, sequences), **by_object_count(report)}
     result = {"variant": BASELINE, "label": LABELS[BASELINE], "seed": 0, "overrides": [], "iterations": 0,
               "train_seconds": 0.0, "mask_init": summary, "box_init": summary}
-    atomic_write_text(result_path(out, BASELINE, 0), json.dumps(result, indent=2))
+    with claim_files([result_path(out, BASELINE, 0)]):
+        atomic_write_text(result_path(out, BASELINE, 0), json.dumps(result, indent=2))
     return result
 
 
@@ -276,6 +280,7 @@ def summarise(out: Path, command: str = "") -> dict:
     import torch
 
     from vos.bench.environment import environment
+    from vos.output import claim_files
     from vos.output import write_text as atomic_write_text
 
     runs: dict[str, list[dict]] = {}
@@ -308,9 +313,11 @@ def summarise(out: Path, command: str = "") -> dict:
         "variants": rows,
         "targets": targets(by_name),
     }
-    atomic_write_text(out / "study.json", json.dumps(study, indent=2))
-    atomic_write_text(out / "study.md", markdown(study))
-    plot_curves(rows, by_name.get(BASELINE), out / "study_curves.png")
+    files = [out / "study.json", out / "study.md", out / "study_curves.png"]
+    with claim_files(files):  # bench/results is shared: replace only files vos wrote there
+        atomic_write_text(files[0], json.dumps(study, indent=2))
+        atomic_write_text(files[1], markdown(study))
+        plot_curves(rows, by_name.get(BASELINE), files[2])
     return study
 
 
