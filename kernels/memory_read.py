@@ -36,8 +36,8 @@ Why two passes (select, then weights/readout) rather than one kernel that also g
 over N gives the selection enough programs on a large GPU (HW = 1,620 is only ~51 query blocks), and
 the readout's grid over channel blocks (C = objects × 512) parallelises the gather independently of
 the selection; the hand-off is K_PAD keys per (pixel, split) — ~0.4 MB per split at DAVIS shapes,
-against the ~170 MB N×HW affinity. This is a design argument, not a measurement: this session had no
-GPU, so the one-pass variant was not timed against it.
+against the ~170 MB N×HW affinity. This is a design argument, not a measurement: the one-pass
+variant has not been timed against it on a GPU.
 
 Full-softmax read (``top_k`` None, or ≥ N), flash-attention style (online softmax, recomputation in
 the backward):
