@@ -35,17 +35,16 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from vos.bench.environment import environment
+from vos.bench.environment import default_device, environment
 from vos.errors import VosError
 from vos.output import claim_files, io_error, write_text
-from vos.progress import is_terminal, progress_lines
+from vos.progress import log_lines
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -151,7 +150,7 @@ def run(
     (default: CUDA when available). repeats: timed calls per variant (default 5 on CPU, 20 on CUDA).
     compile_: include the torch.compile variants (default: not in quick mode).
     """
-    dev = _device(device)
+    dev = default_device(device)
     path = result_file(out_dir, dev.type)
     repeats = repeats or (3 if quick else (20 if dev.type == "cuda" else 5))
     compile_ = (not quick) if compile_ is None else compile_
@@ -164,7 +163,7 @@ def run(
         load_before = os.getloadavg()
         started = time.perf_counter()
         skipped: dict[str, str] = {}
-        with torch.inference_mode(), _steps(len(sizes) * len(objects_list)) as advance:
+        with torch.inference_mode(), log_lines("memory_read", len(sizes) * len(objects_list), unit="shapes") as advance:
             for n in sizes:
                 for objects in objects_list:
                     if compile_:
@@ -235,22 +234,7 @@ def run(
 
 def result_file(out_dir: str | Path, device: str | None = None) -> Path:
     """The file :func:`run` writes: ``<out_dir>/memory_read_<device type>.json``."""
-    return Path(out_dir) / f"memory_read_{_device(device).type}.json"
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-@contextmanager
-def _steps(total: int) -> Iterator[Callable[[], None]]:
-    """``advance()`` per measured shape: plain progress lines off a terminal (logs, CI), where a long
-    run would otherwise show nothing between its shapes' lines; nothing on a terminal."""
-    if is_terminal():
-        yield lambda: None
-        return
-    with progress_lines("memory_read", total, unit="shapes") as advance:
-        yield advance
+    return Path(out_dir) / f"memory_read_{default_device(device).type}.json"
 
 
 def main(argv: list[str] | None = None) -> None:

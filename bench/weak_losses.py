@@ -39,17 +39,17 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from vos.bench.environment import environment
+from vos.bench.environment import default_device, environment
 from vos.errors import VosError
 from vos.output import claim_files, io_error, write_text
-from vos.progress import is_terminal, progress_lines
+from vos.progress import log_lines
 
 if __package__ in (None, ""):
     # Run as a script: make the repository root importable (vos, kernels).
@@ -264,7 +264,7 @@ def run(
     device: "cpu" or "cuda" (default: CUDA when available). repeats: timed calls per variant
     (default 10 on CUDA after a warm-up; 2 on the CPU at stride 4 and 1 at stride 1, no warm-up).
     """
-    dev = _device(device)
+    dev = default_device(device)
     path = result_file(out_dir, dev.type)
     cuda = dev.type == "cuda"
     warmup = cuda
@@ -293,7 +293,7 @@ def run(
         )
     # claimed before the work: a file of that name that vos did not write stops the run now
     with claim_files([path]):
-        with _steps(len(plan) + 1) as advance:
+        with log_lines("weak_losses", len(plan) + 1, unit="shapes") as advance:
             for shape, stride, reps in plan:
                 loss_rows.append(bench_losses(shape, stride, dev, reps, warmup, log))
                 advance()
@@ -332,22 +332,7 @@ def run(
 
 def result_file(out_dir: str | Path, device: str | None = None) -> Path:
     """The file :func:`run` writes: ``<out_dir>/weak_losses_<device type>.json``."""
-    return Path(out_dir) / f"weak_losses_{_device(device).type}.json"
-
-
-def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-@contextmanager
-def _steps(total: int) -> Iterator[Callable[[], None]]:
-    """``advance()`` per measured shape: plain progress lines off a terminal (logs, CI), where a long
-    run would otherwise show nothing between its shapes' lines; nothing on a terminal."""
-    if is_terminal():
-        yield lambda: None
-        return
-    with progress_lines("weak_losses", total, unit="shapes") as advance:
-        yield advance
+    return Path(out_dir) / f"weak_losses_{default_device(device).type}.json"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,3 +26,21 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, SyntheticSpec(videos=4, frames=6, height=64, width=96, seed=3))
     return root
+
+
+def tiny_train_config(root, out, *extra):
+    """A training config that runs in seconds: the synthetic set at ``root``, a narrow small network,
+    4 iterations of batch 2 × 3 frames at 32²; ``extra`` overrides (a.b=value) are applied last."""
+    from vos.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"data.datasets=[{{kind: synthetic, root: '{root}', split: train}}]",
+            "data.size=32", "data.num_frames=3", "data.num_workers=0", "data.max_objects=2",
+            "train.iterations=4", "train.batch_size=2", f"train.out_dir={out}", "train.checkpoint_every=2",
+            "train.log_every=1", "train.sample_every=2", "train.lr=1e-3", "losses.warmup_iters=2",
+            "model.hidden_dim=8", "model.value_dim=32", "model.decoder_dims=[32, 16, 16]", "model.hidden_update_dim=16",
+            *extra,
+        ],
+    )

@@ -142,7 +142,7 @@ def test_plots_are_drawn_with_their_series(tmp_path):
         rgb = np.asarray(img.convert("RGB"))
     # two stacked panels, taller than wide; the series' default colours (C0 blue, C1 orange) are drawn
     assert rgb.shape[0] > rgb.shape[1] / 2
-    colours = {tuple(c) for c in rgb.reshape(-1, 3)[::7]}
+    colours = {tuple(int(v) for v in c) for c in rgb.reshape(-1, 3)[::7]}  # ints: uint8 differences wrap
     assert any(abs(r - 31) < 20 and abs(g - 119) < 20 and abs(b - 180) < 20 for r, g, b in colours)
     assert any(abs(r - 255) < 20 and abs(g - 127) < 20 and abs(b - 14) < 30 for r, g, b in colours)
     hist = save_histogram(tmp_path / "h.png", [0.0, 0.5], [3, 1], title="t", xlabel="ratio")

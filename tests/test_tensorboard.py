@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from vos.config import load_config
+from conftest import tiny_train_config
 from vos.output import recorded_files
 from vos.train.log import scalar_tags
 from vos.train.trainer import train
@@ -15,17 +15,7 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 
 def _config(root, out, *extra):
-    return load_config(
-        None,
-        [
-            f"data.datasets=[{{kind: synthetic, root: '{root}', split: train}}]",
-            "data.size=32", "data.num_frames=3", "data.num_workers=0", "data.max_objects=2",
-            "train.iterations=3", "train.batch_size=2", f"train.out_dir={out}", "train.checkpoint_every=3",
-            "train.log_every=1", "train.sample_every=3", "train.lr=1e-3", "losses.warmup_iters=2",
-            "model.hidden_dim=8", "model.value_dim=32", "model.decoder_dims=[32, 16, 16]", "model.hidden_update_dim=16",
-            *extra,
-        ],
-    )
+    return tiny_train_config(root, out, "train.iterations=3", "train.checkpoint_every=3", "train.sample_every=3", *extra)
 
 
 def _events(run_dir):

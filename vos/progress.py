@@ -56,3 +56,14 @@ def progress_lines(
         print(", ".join(parts), file=out, flush=True)
 
     yield advance
+
+
+@contextmanager
+def log_lines(label: str, total: int | None, unit: str = "items") -> Iterator[Callable[..., None]]:
+    """``advance()`` for work whose own output already shows progress on a terminal: plain progress
+    lines off a terminal (logs, CI), nothing on one."""
+    if is_terminal():
+        yield lambda n=1, info="": None
+        return
+    with progress_lines(label, total, unit=unit) as advance:
+        yield advance

@@ -10,6 +10,11 @@ from pathlib import Path
 import torch
 
 
+def default_device(device: str | None = None) -> torch.device:
+    """``device``, or CUDA when available, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def environment(device: torch.device) -> dict:
     env = {
         "python": platform.python_version(),
