@@ -182,35 +182,63 @@ def _memory_config(items: list[str]):
     return from_dict(MemoryConfig, overrides, source="--set", prefix="memory.")
 
 
+def _model(weights: str, device=None):
+    """Trained weights, or — for a preset name — a random network, with a loud warning on stderr."""
+    from vos.model.weights import model_from
+
+    model, _ = model_from(weights, device=device if device is not None else "cpu")
+    _warn_untrained(weights)
+    return model
+
+
+def _warn_untrained(weights: str) -> None:
+    from vos.model.config import PRESETS
+
+    if str(weights) in PRESETS and not Path(weights).exists():
+        typer.secho(
+            f"warning: '{weights}' is a preset, not a checkpoint: the network has RANDOM, UNTRAINED weights "
+            "and its masks mean nothing (fine for timing and tests; pass a .safetensors/.pth to segment)",
+            err=True, fg="yellow", bold=True,
+        )
+
+
 @app.command("segment")
 def segment(
     input: Path = typer.Argument(..., help="A folder of frames or a video file (mp4 needs the video extra)."),
-    out: Path = typer.Option(..., "--out", help="Folder for the palette PNG masks."),
-    weights: str = typer.Option(..., "--weights", help="Checkpoint: our .safetensors or an official XMem .pth."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="First-frame index mask (palette/grayscale PNG)."),
-    box: list[str] = typer.Option([], "--box", help="First-frame box x0,y0,x1,y1 (exclusive max); repeat for more objects."),
-    size: int = typer.Option(480, help="Shorter side the model sees; -1 keeps the native resolution."),
+    out: Path = typer.Option(..., "--out", help="Folder for the masks (see --format)."),
+    weights: str = typer.Option(..., "--weights", help="Checkpoint: our .safetensors, an official XMem .pth, or an export folder."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Index mask of frame --frame (palette/grayscale PNG)."),
+    box: list[str] = typer.Option([], "--box", help="Box x0,y0,x1,y1 on frame --frame (exclusive max); repeat for more objects (ids 1, 2, …)."),
+    frame: int = typer.Option(0, "--frame", help="Index of the frame the mask or boxes are on (0 = first)."),
+    direction: str = typer.Option("forward", "--direction", help="forward | backward | both, from --frame."),
+    format: str = typer.Option("davis", "--format", help="davis (palette PNG per frame) | binary (OUT/<id>/<frame>.png) | coco (OUT/masks.json, RLE)."),
+    size: int = typer.Option(480, help="Largest shorter side the network sees (XMem's 480p); larger frames are shrunk, masks come back at full size; -1 = native."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     overlay: Optional[Path] = typer.Option(None, help="Also write masks blended over frames: a folder or an .mp4."),
     set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
     overwrite: bool = _OVERWRITE,
 ) -> None:
-    """Segment a video from a first-frame mask or boxes; writes one palette PNG per frame."""
+    """Segment a video from a mask or boxes on one frame, forward, backward or both ways."""
     from vos.memory.segment import segment_video
-    from vos.model.weights import load_model
 
     with user_errors():
         if (mask is None) == (not box):
             raise VosError("give exactly one initialisation: --mask PNG or one or more --box x0,y0,x1,y1")
         if size != -1 and size < 16:
             raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
+        if frame < 0:
+            raise VosError(f"--frame {frame}: must be a frame index >= 0")
         memory = _memory_config(set_)
         boxes = [_parse_box(b) for b in box] or None
-        model = load_model(weights, device=_device(device))
-        stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay, overwrite=overwrite)
+        model = _model(weights, _device(device))
+        stats = segment_video(input, out, model, memory, mask_path=mask, boxes=boxes, size=size, overlay=overlay,
+                              overwrite=overwrite, frame=frame, direction=direction, fmt=format)
+    (ih, iw), (ph, pw) = stats["input_size"], stats["process_size"]
+    if (ph, pw) != (ih, iw):
+        console.print(f"frames are {iw}x{ih}: the network saw them at {pw}x{ph} (--size {size}); masks are at {iw}x{ih}")
     console.print(
-        f"segmented {stats['frames']} frames, {len(stats['objects'])} object(s) at {stats['process_size'][0]}x"
-        f"{stats['process_size'][1]}: {stats['fps']:.2f} FPS (model step + resize back) → {out}"
+        f"segmented frames {stats['first']}–{stats['last']} ({stats['frames']}), {len(stats['objects'])} object(s): "
+        f"{stats['fps']:.2f} FPS (model step) → {out}"
     )
 
 
@@ -286,6 +314,7 @@ def eval_cmd(
 
             if output_command(tensorboard) != "train":
                 raise VosError(f"--tensorboard {tensorboard}: not the output folder of a `vos train` run")
+        _warn_untrained(weights)
         report = evaluate(
             dataset, root, weights, out_dir, init=init, size=size, memory=_memory_config(set_),
             shard=parse_shard(shard), overlay=overlay, device=_device(device), workers=workers, overwrite=overwrite,
@@ -476,14 +505,13 @@ def export_cmd(
     Segment with the export as with a checkpoint: vos segment FRAMES --weights OUT ...
     """
     from vos.deploy import export_onnx
-    from vos.model.weights import load_model
 
     with user_errors():
         if format != "onnx":
             raise VosError(f"--format {format!r}: only onnx is supported")
         if opset < 18:
             raise VosError(f"--opset {opset}: the exporter needs opset 18 or newer")
-        model = load_model(weights)
+        model = _model(weights)
         manifest = export_onnx(model, out, source=str(weights), opset=opset, overwrite=overwrite)
     console.print(f"wrote {', '.join(s['file'] for s in manifest['stages'].values())} and deploy.json "
                   f"(opset {manifest['opset']}) to {out}")

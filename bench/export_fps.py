@@ -36,7 +36,7 @@ from vos.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from vos.data.io import list_frames, read_image, read_mask  # noqa: E402
 from vos.memory.config import MemoryConfig  # noqa: E402
 from vos.memory.core import InferenceCore  # noqa: E402
-from vos.model.weights import load_model  # noqa: E402
+from vos.model.weights import model_from  # noqa: E402
 from vos.errors import VosError  # noqa: E402
 from vos.output import claim_files, io_error, write_text  # noqa: E402
 
@@ -83,7 +83,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict:
             if len(first.unique()) - 1 == args.objects:
                 break
         frames = [read_image(p) for p in list_frames(root / "JPEGImages" / "480p" / seq)]
-        model = load_model(args.weights)
+        model, _ = model_from(args.weights)
         start = time.perf_counter()
         export_onnx(model, tmp / "onnx", source=str(args.weights))
         export_seconds = time.perf_counter() - start

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from vos.data.io import read_mask
-from vos.model.weights import load_model, save_weights
+from vos.model.weights import build_model, load_model, save_weights
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def _error(result, text):
 
 def _weights(tmp_path):
     path = tmp_path / "small.safetensors"
-    save_weights(load_model("small"), path)
+    save_weights(build_model("small"), path)
     return path
 
 
@@ -62,7 +62,7 @@ def test_segment_bad_inputs(synthetic_root, tmp_path):
 
 
 def test_convert_pth_to_safetensors(tmp_path):
-    model = load_model("small")
+    model = build_model("small")
     torch.save(model.state_dict(), tmp_path / "model.pth")
     result = runner.invoke(app, ["convert", str(tmp_path / "model.pth"), str(tmp_path / "model.safetensors")])
     assert result.exit_code == 0, result.output

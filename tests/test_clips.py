@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vos.data.augment import affine_matrix, masks_to_boxes, transform_boxes, warp
+from vos.data.augment import affine_matrix, transform_boxes, warp
+from vos.data.boxes import masks_to_boxes
 from vos.data.clips import ClipDataset, DrawSampler, collate, max_skip_at, sample_frame_indices
 from vos.data.config import DataConfig, DatasetSpec
 from vos.errors import DataError

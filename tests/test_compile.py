@@ -59,7 +59,7 @@ def _video(frames: int):
 
 def test_compiled_inference_equals_eager_and_recompiles_stay_bounded():
     torch._dynamo.reset()
-    model = _tiny_model()
+    model = _tiny_model().to(memory_format=torch.channels_last)  # already channels-last: the core uses it as is
     backend = CountingBackend()
     cfg = MemoryConfig(**TINY_MEMORY)
     compiled = InferenceCore(model, cfg, compile=backend, profile=True)
@@ -182,7 +182,9 @@ def test_channels_last_and_amp_inference():
     b = InferenceCore(fast, cfg, compile=False, channels_last=True, amp=False)
     c = InferenceCore(half, cfg, compile=False, channels_last=True, amp=True)  # bf16 autocast on the CPU
     assert plain.key_encoder.conv1.weight.is_contiguous()
-    assert fast.key_encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    # the caller's network is left as it was; the core runs a channels-last copy
+    assert fast.key_encoder.conv1.weight.is_contiguous() and b.model is not fast
+    assert b.model.key_encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     for image, mask in _video(6):
         pa, pb, pc = a.step(image, mask), b.step(image, mask), c.step(image, mask)
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-4)

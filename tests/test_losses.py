@@ -647,6 +647,28 @@ def test_weak_loss_end_to_end_and_warmup():
     assert WeakLoss(LossConfig(warmup_iters=0)).weights(0) == (1.0, 1.0, 1.0)
 
 
+def test_weak_loss_temporal_stride_runs_the_temporal_term_at_its_own_resolution():
+    generator = torch.Generator().manual_seed(17)
+    batch, frames, objects, size = 2, 3, 2, 16
+    agg = torch.randn(batch, frames, objects + 1, size, size, generator=generator)
+    # smooth colours so that patches match and the temporal term is not 0
+    rgb = torch.linspace(0, 255, size).round().to(torch.uint8).expand(batch, frames, 3, size, size).clone()
+    boxes = torch.tensor([2.0, 3.0, 11.0, 14.0]).expand(batch, objects, frames, 4).clone()
+    total, parts = WeakLoss(LossConfig(stride=1, temp_stride=2, warmup_iters=0))(agg, rgb, boxes)
+    fine = foreground_logits(downsample_agg_logits(agg, 1)), frames_to_lab(rgb, 1), box_masks(boxes, None, (16, 16), 1)
+    coarse = foreground_logits(downsample_agg_logits(agg, 2)), frames_to_lab(rgb, 2), box_masks(boxes, None, (8, 8), 2)
+    proj = projection_loss(torch.sigmoid(fine[0]), fine[2])
+    pair = pairwise_loss(*fine)
+    temp = temporal_loss(*coarse)
+    assert temp.item() > 0 and temp.item() != pytest.approx(temporal_loss(*fine).item())
+    assert torch.allclose(parts["temp"], temp) and torch.allclose(parts["pair"], pair)
+    assert torch.allclose(total, proj + pair + temp, atol=1e-6)
+    # unset, the temporal term follows `stride`
+    assert LossConfig(stride=2).temporal_stride == 2 and LossConfig(stride=2, temp_stride=4).temporal_stride == 4
+    with pytest.raises(ConfigError, match="temp_stride"):
+        LossConfig(temp_stride=0)
+
+
 def naive_bootstrapped_ce(agg, labels, p):
     batch, frames = labels.shape[:2]
     per_frame = []

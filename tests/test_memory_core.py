@@ -6,7 +6,7 @@ from torch import nn
 
 from vos.errors import VosError
 from vos.memory import InferenceCore, MemoryConfig
-from vos.model.weights import load_model
+from vos.model.weights import build_model, load_model
 
 H, W = 32, 40
 
@@ -14,7 +14,7 @@ H, W = 32, 40
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return load_model("small", device="cpu")
+    return build_model("small", device="cpu")
 
 
 class Spy(nn.Module):
@@ -126,7 +126,7 @@ def test_memory_schedule_follows_xmem(model):
     """Memory frames every mem_every frames and on masks; synchronised deep updates replace the
     decoder's sensory update there; objects' values are encoded for all tracked objects."""
     spy = Spy(model)
-    core = InferenceCore(spy, MemoryConfig(mem_every=3))
+    core = InferenceCore(spy, MemoryConfig(mem_every=3), channels_last=False)  # a copy would log elsewhere
     core.step(_image(), _mask((1, 2, 12, 3, 15)))
     for t in range(1, 8):
         core.step(_image(), _mask((2, 20, 30, 25, 35)) if t == 4 else None)
@@ -144,7 +144,7 @@ def test_memory_schedule_follows_xmem(model):
 
 def test_deep_update_not_synchronised(model):
     spy = Spy(model)
-    core = InferenceCore(spy, MemoryConfig(mem_every=2, deep_update_every=3))
+    core = InferenceCore(spy, MemoryConfig(mem_every=2, deep_update_every=3), channels_last=False)
     core.step(_image(), _mask((1, 2, 12, 3, 15)))
     for _ in range(6):
         core.step(_image())

@@ -13,9 +13,8 @@ import torch
 
 import vos.model.resnet as resnet
 from vos.errors import CheckpointError, ConfigError
-from vos.model import ModelConfig, XMem, convert_checkpoint, infer_config, load_model, load_weights, save_weights
+from vos.model import ModelConfig, XMem, build_model, convert_checkpoint, infer_config, load_model, load_weights, model_from, save_weights
 
-# the official key list: a copy in tests/data if the repository carries one, else the shared reference
 # The official key list is committed beside the tests (copied from the shared reference).
 KEYS_FILE = Path(__file__).parent / "data" / "xmem_state_dict_keys.txt"
 
@@ -167,13 +166,20 @@ def test_infer_config_both_presets():
     assert infer_config(official_like_state_dict()) == ModelConfig(preset="xmem")
 
 
-def test_presets_by_name():
-    model = load_model("small")
+def test_build_model_makes_presets_and_load_model_refuses_them():
+    model = build_model("small")
     assert isinstance(model, XMem) and not model.training and model.config == ModelConfig()
-    custom = load_model("small", config=ModelConfig(preset="small", hidden_dim=16))
+    custom = build_model("small", config=ModelConfig(preset="small", hidden_dim=16))
     assert custom.hidden_dim == 16
     with pytest.raises(ConfigError, match="preset 'xmem'"):
-        load_model("small", config=ModelConfig(preset="xmem"))
+        build_model("small", config=ModelConfig(preset="xmem"))
+    with pytest.raises(ConfigError, match="unknown preset"):
+        build_model("tiny")
+    # a preset name has no trained weights: loading one is an error that names build_model
+    with pytest.raises(CheckpointError, match=r"build_model\('xmem'\)"):
+        load_model("xmem")
+    untrained, flag = model_from("small")
+    assert flag and isinstance(untrained, XMem)
 
 
 def _torchvision_trunk_state(arch: str) -> dict[str, torch.Tensor]:

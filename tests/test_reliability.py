@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from vos.data.io import read_mask, write_mask
-from vos.model.weights import load_model, save_weights
+from vos.model.weights import build_model, load_model, save_weights
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _temps(folder: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "small.safetensors"
-    save_weights(load_model("small"), path)
+    save_weights(build_model("small"), path)
     return path
 
 
@@ -107,7 +107,7 @@ def test_overwrite_removes_only_what_vos_wrote(synthetic_root, weights, tmp_path
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
     manifest = json.loads((out / "vos-manifest.json").read_text())
-    assert manifest["command"] == "segment" and manifest["settings"]["boxes"] == [[10.0, 10.0, 40.0, 30.0]]
+    assert manifest["command"] == "segment" and manifest["settings"]["boxes"] == {"1": [10.0, 10.0, 40.0, 30.0]}
 
 
 def test_data_synthetic_refuses_non_empty_folders(tmp_path):

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cli import app
 from conftest import tiny_train_config
 from vos.errors import VosError
-from vos.model.weights import load_model
+from vos.model.weights import build_model, load_model
 from vos.train import trainer as trainer_mod
 from vos.train.recurrence import ClipRecurrence
 from vos.train.trainer import train
@@ -46,7 +46,7 @@ def test_box_training_sees_no_masks_and_resumes_exactly(synthetic_root, tmp_path
     assert [r["iteration"] for r in log] == [1, 2, 3, 4]
     assert all(r["w_pair"] <= 1.0 and {"proj", "pair", "temp"} <= set(r) for r in log)
     assert (tmp_path / "a" / "samples" / "iter_0000002.png").is_file()
-    changed = any(not torch.equal(a[k], v) for k, v in load_model("small", config=load_model(straight).config).state_dict().items())
+    changed = any(not torch.equal(a[k], v) for k, v in build_model("small", config=load_model(straight).config).state_dict().items())
     assert changed
 
 

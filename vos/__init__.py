@@ -2,10 +2,14 @@
 
 Public entry points::
 
-    from vos import load_model, InferenceCore, MemoryConfig
-    model = load_model("weights.safetensors" | "XMem.pth" | "small", device="cpu")
-    core = InferenceCore(model, MemoryConfig())
-    probs = core.step(image, mask=first_mask)   # (1 + objects)×H×W, background first
+    from vos import load_model, VideoPredictor
+    model = load_model("weights.safetensors" | "XMem.pth", device="cpu")   # build_model("small"): random
+    video = VideoPredictor(model).open("clip.mp4")            # a folder, a video file or any iterable
+    video.add(0, boxes={1: (40, 60, 200, 220)})
+    for k, ids in video.propagate(0, direction="both"):      # H×W maps of object ids
+        ...
+
+Frame by frame: ``InferenceCore(model).step(image, boxes={1: box})`` → (1 + objects)×H×W probabilities.
 
 Names are resolved lazily so that ``import vos.errors`` or the CLI's ``--help`` stay cheap.
 """
@@ -18,6 +22,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_model": "vos.model.weights",
+    "build_model": "vos.model.weights",
+    "VideoPredictor": "vos.memory.session",
+    "VideoSession": "vos.memory.session",
+    "MaskExporter": "vos.data.export",
     "save_weights": "vos.model.weights",
     "convert_checkpoint": "vos.model.weights",
     "XMem": "vos.model.network",

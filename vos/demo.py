@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from vos.config import Config, load_config, to_dict
+from vos.data.boxes import box_index_map, tight_boxes
 from vos.data.datasets import open_dataset
 from vos.data.io import read_image, read_mask, write_image
+from vos.data.video import overlay
 from vos.data.synthetic import SyntheticSpec, generate
 from vos.eval.runner import evaluate
-from vos.losses.resample import box_prompt_masks
 from vos.output import claim_output, write_text
 from vos.train.checkpoint import check_resume_settings, latest_checkpoint
-from vos.train.samples import COLOURS
 
 
 def demo_config_path() -> Path:
@@ -77,19 +77,13 @@ def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames:
     """A labelled strip: one row per time (``frames`` evenly spaced), columns frame | ground truth |
     box given at frame 0 | prediction; tiles enlarged ``scale``× (nearest) so small frames stay legible."""
     from PIL import Image, ImageDraw
-    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     video = open_dataset(root, split="val")[sequence]
     first_gt = read_mask(video.annotations[0])
-    ids = [int(v) for v in torch.unique(first_gt).tolist() if v not in (0, 255)]
-    colours = [tuple(int(c) for c in COLOURS[(i - 1) % len(COLOURS)].tolist()) for i in ids]
-    boxes = torch.tensor([_tight_box(first_gt == i) for i in ids], dtype=torch.float32).reshape(-1, 4)
+    tight = tight_boxes(first_gt)
 
     def tint(rgb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if not ids:
-            return rgb
-        masks = torch.stack([index == i for i in ids])
-        return draw_segmentation_masks(rgb, masks, alpha=0.55, colors=colours)
+        return overlay(rgb, torch.where(index == 255, 0, index))  # 255 = void, not an object
 
     def grow(tile: torch.Tensor) -> torch.Tensor:
         return tile.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
@@ -100,7 +94,7 @@ def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames:
         rgb = read_image(video.frames[t])
         gt = read_mask(video.annotations[t])
         pred = read_mask(pred_dir / sequence / f"{video.frames[t].stem}.png")
-        given = draw_bounding_boxes(tint(rgb, _paint(first_gt, ids, boxes)), boxes, colors=colours, width=1) if t == 0 else rgb
+        given = overlay(rgb, box_index_map(tight, tuple(first_gt.shape)), tight) if t == 0 else rgb
         rows.append(torch.cat([grow(tile) for tile in (rgb, tint(rgb, gt), given, tint(rgb, pred))], dim=2))
     strip = torch.cat(rows, dim=1)
     header, label_width = 18, 44
@@ -115,20 +109,6 @@ def overlay_strip(root: Path, sequence: str, pred_dir: Path, path: Path, frames:
         draw.text((4, header + r * row_h + row_h // 2 - 5), f"t={t}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, torch.from_numpy(np.array(canvas)).permute(2, 0, 1).contiguous())
-
-
-def _tight_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def _paint(index: torch.Tensor, ids: list[int], boxes: torch.Tensor) -> torch.Tensor:
-    """The first frame's filled boxes as an index map, painted as the model receives them."""
-    masks = box_prompt_masks(boxes, None, tuple(index.shape)).bool()
-    out = torch.zeros_like(index)
-    for k, obj in enumerate(ids):
-        out[masks[k]] = obj
-    return out
 
 
 # The demo's synthetic set: square 128² frames evaluated at their native size, 1–2 objects whose wavy

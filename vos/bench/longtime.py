@@ -52,7 +52,7 @@ from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.memory.read import memory_read
 from vos.model.network import XMem
-from vos.model.weights import load_model
+from vos.model.weights import model_from
 from vos.output import claim_files, write_text
 from vos.progress import is_terminal, progress_lines
 
@@ -445,7 +445,7 @@ def run_longtime(
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            model = load_model(weights if weights is not None else preset, device=dev)
+            model, _ = model_from(weights if weights is not None else preset, device=dev)
             baseline = None
             if compare_dense:
                 baseline = XMem(model.config, per_object_image=True)

@@ -89,7 +89,7 @@ def temporal_consistency(
         "clips": clips,
         "frames": data.num_frames,
         "size": data.size,
-        "stride": losses.stride,
+        "stride": losses.temporal_stride,
         "taus": list(taus),
         "proportion": (sums_prop / clips).tolist(),
         # clips with no match at some τ have no precision there; averaged over the clips that do
@@ -99,7 +99,7 @@ def temporal_consistency(
 
 def _clip_consistency(sample: dict, taus: tuple[float, ...], losses: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-τ supervision proportion and precision of one clip (T×3×S×S frames, T×O×S×S masks)."""
-    stride = losses.stride
+    stride = losses.temporal_stride
     lab = frames_to_lab(sample["rgb"][None], stride)  # 1×T×3×h×w
     valid = sample["object_valid"]
     masks = sample["masks"][:, valid]  # T×N_o×S×S

@@ -85,22 +85,6 @@ def transform_boxes(boxes: torch.Tensor, valid: torch.Tensor, inverse: torch.Ten
     return torch.where(new_valid[:, None], out, torch.zeros_like(out)), new_valid
 
 
-def masks_to_boxes(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tight boxes of binary masks (...×H×W) → (...×4 XYXY with exclusive max, ... valid)."""
-    rows = masks.bool().any(-1)  # ...×H
-    cols = masks.bool().any(-2)  # ...×W
-    valid = rows.any(-1)
-    h, w = masks.shape[-2:]
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ar_h, h).amin(-1)
-    y1 = torch.where(rows, ar_h, -1).amax(-1) + 1
-    x0 = torch.where(cols, ar_w, w).amin(-1)
-    x1 = torch.where(cols, ar_w, -1).amax(-1) + 1
-    boxes = torch.stack((x0, y0, x1, y1), -1).float()
-    return torch.where(valid[..., None], boxes, torch.zeros_like(boxes)), valid
-
-
 def tps_flow(rng: np.random.Generator, size: int, points: int = 5, magnitude: float = 0.04) -> torch.Tensor:
     """A smooth thin-plate-spline displacement field S×S×2 (pixels): control points on a grid are
     moved by up to ``magnitude``·S and the TPS interpolant through them gives every pixel's shift."""

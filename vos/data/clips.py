@@ -24,7 +24,8 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 from torch.utils.data import Sampler
 
-from vos.data.augment import FILL_RGB, affine_matrix, color_jitter, masks_to_boxes, tps_flow, transform_boxes, warp
+from vos.data.augment import FILL_RGB, affine_matrix, color_jitter, tps_flow, transform_boxes, warp
+from vos.data.boxes import masks_to_boxes
 from vos.data.config import DataConfig, DatasetSpec
 from vos.data.datasets import open_dataset
 from vos.data.io import list_frames, read_image, read_mask

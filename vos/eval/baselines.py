@@ -12,26 +12,16 @@ from pathlib import Path
 
 import torch
 
+from vos.data.boxes import box_index_map, tight_boxes
 from vos.data.datasets import open_dataset
 from vos.data.io import read_mask, write_mask
 
 
 def filled_boxes(ids: torch.Tensor) -> torch.Tensor:
-    """H×W object ids → H×W ids of their filled tight boxes (255 = void is dropped).
-
-    Where boxes overlap, the smaller box is painted last, so every object keeps a visible part (a
-    large box painted over a small one would erase it)."""
-    out = torch.zeros_like(ids)
-    boxes = []
-    for obj in torch.unique(ids).tolist():
-        if obj in (0, 255):
-            continue
-        ys, xs = torch.nonzero(ids == obj, as_tuple=True)
-        y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
-        boxes.append(((y1 - y0 + 1) * (x1 - x0 + 1), obj, y0, y1, x0, x1))
-    for _, obj, y0, y1, x0, x1 in sorted(boxes, reverse=True):
-        out[y0 : y1 + 1, x0 : x1 + 1] = obj
-    return out
+    """H×W object ids → H×W ids of their filled tight boxes (255 = void is dropped), painted as the
+    model's box prompts (`vos.data.boxes.box_index_map`): where boxes overlap the smaller box wins, so
+    a small object inside a large box stays visible."""
+    return box_index_map(tight_boxes(ids), tuple(ids.shape), dtype=ids.dtype)
 
 
 def write_box_predictions(root: str | os.PathLike, pred_dir: str | os.PathLike, split: str | None = None) -> list[str]:

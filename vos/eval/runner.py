@@ -44,17 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from vos.data.io import DAVIS_PALETTE, read_image, read_mask, write_image, write_mask
+from vos.data.boxes import paint_boxes, tight_boxes
+from vos.data.io import read_image, read_mask, write_image, write_mask
+from vos.data.video import overlay as draw_overlay
 from vos.errors import DataError, VosError
 from vos.eval.report import set_runtime, write_reports
 from vos.eval.score import score_folders
 from vos.eval.sources import DATASETS, EvalPlan, SequenceJob, build_plan, shard_jobs
-from vos.losses.resample import box_prompt_masks
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
-from vos.memory.segment import _blend, _process_size, _resize_image
+from vos.model.preprocess import resize_image, resize_masks, resize_probs, shorter_side_size
 from vos.output import atomic_write, claim_output, write_text
 from vos.progress import is_terminal, progress_lines
 
@@ -103,7 +103,7 @@ def evaluate(
         dataset: one of ``d16 d17 d17-test y18 y19 lv1 lv3 generic synthetic`` (layouts:
             :mod:`vos.eval.sources`).
         root: the dataset root.
-        weights_or_model: a checkpoint path or preset name (loaded with ``load_model``), or a network
+        weights_or_model: a checkpoint path or preset name (a preset gives random weights: ``model_from``), or a network
             (put in eval mode; moved to ``device`` when one is given).
         out_dir: output folder (see the module docstring); an existing one is resumed.
         init: ``mask`` (first-appearance masks) or ``box`` (their filled tight boxes).
@@ -216,7 +216,7 @@ def _run_sequence(
     for t, frame, mask in _read_frames(job):
         if frame_size is None:
             frame_size = (int(frame.shape[1]), int(frame.shape[2]))
-            process_size = _process_size(frame_size, size)
+            process_size = shorter_side_size(frame_size, size)
         elif tuple(frame.shape[1:]) != frame_size:
             raise DataError(
                 f"{job.frames[t]}: frame is {frame.shape[2]}×{frame.shape[1]}, the first frame of "
@@ -248,11 +248,11 @@ def _run_sequence(
         if not seen:  # before the first annotation there is nothing to segment (XMem skips these frames)
             ids = background
         else:
-            image = _resize_image(frame.to(device, non_blocking=True), process_size)
+            image = resize_image(frame.to(device, non_blocking=True), process_size)
             timer.start()
             probs = core.step(image, mask=given, objects=new_ids or None)
             if process_size != gt_size:
-                probs = F.interpolate(probs.unsqueeze(0), size=gt_size, mode="bilinear", align_corners=False)[0]
+                probs = resize_probs(probs, gt_size)
             labels = probs.argmax(dim=0).to(torch.uint8)  # channel index (< 256 channels)
             seconds += timer.stop()
             processed += 1
@@ -262,7 +262,7 @@ def _run_sequence(
             write_mask(pred_dir / f"{job.names[t]}.png", ids)
             saved += 1
             if overlay:
-                write_image(overlay_dir / f"{job.names[t]}.jpg", _overlay(frame, ids, new_boxes))
+                write_image(overlay_dir / f"{job.names[t]}.jpg", draw_overlay(frame, ids, new_boxes))
         ui.frame(processed, seconds)
     ui.end_sequence(processed, seconds)
 
@@ -321,29 +321,16 @@ def _initial_masks(
     """
     if init == "mask":
         return torch.stack([mask == obj for obj in ids]), {}
-    boxes = {}
-    for obj in ids:
-        m = mask == obj
-        ys = torch.nonzero(m.any(dim=1)).flatten()
-        xs = torch.nonzero(m.any(dim=0)).flatten()
-        boxes[obj] = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
-    xyxy = torch.tensor([boxes[obj] for obj in ids], dtype=torch.float32)
-    masks = box_prompt_masks(xyxy, None, tuple(mask.shape)).bool()
-    return masks, boxes
+    boxes = tight_boxes(mask, ids)
+    _, masks = paint_boxes(boxes, tuple(mask.shape))
+    return masks.bool(), boxes
 
 
 def _object_channels(masks: torch.Tensor, ids: list[int], size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """Per-object masks for ``InferenceCore.step``: max(ids)×h×w float at the processing size, channel
-    ``id − 1`` holding object ``id`` (others zero). Resized by nearest neighbour (XMem); an object
-    that nearest neighbour would erase keeps its area-weighted soft mask instead."""
-    masks = masks.to(device, torch.float32)
-    if tuple(masks.shape[-2:]) != size:
-        resized = F.interpolate(masks.unsqueeze(0), size=size, mode="nearest")[0]
-        for k in range(len(ids)):
-            if not bool(resized[k].any()):
-                soft = F.interpolate(masks[k][None, None], size=size, mode="bilinear", align_corners=False, antialias=True)
-                resized[k] = soft[0, 0].clamp(0, 1)
-        masks = resized
+    ``id − 1`` holding object ``id`` (others zero); resized by ``resize_masks`` (nearest, as XMem,
+    with a soft mask for an object that nearest neighbour would erase)."""
+    masks = resize_masks(masks.to(device, torch.float32), size)
     channels = masks.new_zeros(max(ids), *size)
     channels[torch.tensor(ids, device=device) - 1] = masks
     return channels
@@ -353,21 +340,6 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
     union = int((a | b).sum())
     return 1.0 if union == 0 else int((a & b).sum()) / union
 
-
-def _overlay(frame: torch.Tensor, ids: torch.Tensor, boxes: dict[int, tuple[int, int, int, int]]) -> torch.Tensor:
-    """Frame (resized to the mask's size) tinted by the palette colour of each object; box-init boxes outlined."""
-    if tuple(frame.shape[1:]) != tuple(ids.shape):
-        frame = F.interpolate(frame[None].float(), size=tuple(ids.shape), mode="bilinear", align_corners=False)[0]
-        frame = frame.round().clamp(0, 255).to(torch.uint8)
-    img = _blend(frame, ids)
-    palette = torch.tensor(list(DAVIS_PALETTE), dtype=torch.uint8).view(256, 3)
-    for obj, (x0, y0, x1, y1) in boxes.items():
-        colour = palette[obj].view(3, 1)
-        img[:, y0, x0:x1] = colour
-        img[:, y1 - 1, x0:x1] = colour
-        img[:, y0:y1, x0] = colour
-        img[:, y0:y1, x1 - 1] = colour
-    return img
 
 
 class _Timer:
@@ -418,14 +390,13 @@ def _prepare_model(source, device) -> tuple[torch.nn.Module, str | None]:
     if isinstance(source, torch.nn.Module):
         model = source if device is None else source.to(device)
         return model.eval(), None
-    from vos.model.config import PRESETS
-    from vos.model.weights import load_model
+    from vos.model.weights import model_from
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     text = str(source)
-    model = load_model(source, device)
-    if text in PRESETS and not Path(text).exists():
+    model, untrained = model_from(source, device)
+    if untrained:
         return model, f"preset:{text}"
     # the content, not the path: weights retrained in place must not be mixed with older predictions
     with open(text, "rb") as fh:

@@ -18,6 +18,11 @@ class LossConfig:
             first `warmup_iters` iterations (thesis §4.3: 10k); 0 disables the ramp.
         stride: loss resolution = input resolution / stride (4; 1 = full resolution). Frames
             and the network's probabilities are area-averaged down to it.
+        temp_stride: the temporal loss's own resolution (None = `stride`). Its patch target reads
+            (candidates·spacing + patch)² neighbours per pixel, ~6× the pairwise loss's cost at the
+            same stride, so a coarser temporal resolution keeps full-resolution projection and
+            pairwise terms affordable on a CPU (MaskFreeVIS also applies its temporal loss to
+            low-resolution masks).
         backend: "auto" (Triton kernels from `kernels.losses` on CUDA when present, else PyTorch),
             "torch", or "triton".
 
@@ -56,6 +61,7 @@ class LossConfig:
     w_temp: float = 1.0
     warmup_iters: int = 10_000
     stride: int = 4
+    temp_stride: int | None = None
     backend: Literal["auto", "torch", "triton"] = "auto"
     # projection
     eps: float = 1e-5
@@ -83,6 +89,11 @@ class LossConfig:
     dice_eps: float = 1.0
     oracle_frames: Literal["sum", "mean"] = "sum"
 
+    @property
+    def temporal_stride(self) -> int:
+        """The stride the temporal loss runs at (`temp_stride`, or `stride` when unset)."""
+        return self.stride if self.temp_stride is None else self.temp_stride
+
     def __post_init__(self) -> None:
         for name in ("w_proj", "w_pair", "w_temp", "eps", "dice_eps"):
             value = getattr(self, name)
@@ -104,6 +115,10 @@ class LossConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"losses.{name}: must be a positive integer, got {value!r}")
+        if self.temp_stride is not None and (
+            isinstance(self.temp_stride, bool) or not isinstance(self.temp_stride, int) or self.temp_stride < 1
+        ):
+            raise ConfigError(f"losses.temp_stride: must be a positive integer or null, got {self.temp_stride!r}")
         for name in ("kernel", "temp_patch", "temp_candidates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:

@@ -53,12 +53,19 @@ class WeakLoss(nn.Module):
         obj_valid: B×N bool (False = padded object slot). H and W must be divisible by the stride.
         Returns (total loss, components): see `from_loss_inputs`.
         """
-        stride = self.config.stride
-        logits = foreground_logits(downsample_agg_logits(agg_logits.float(), stride))
-        lab = frames_to_lab(frames, stride).to(logits.device)
-        size = (logits.shape[-2], logits.shape[-1])
-        box = box_masks(boxes, box_valid, size, stride).to(logits.device)
-        return self.from_loss_inputs(logits, lab, box, iteration, obj_valid)
+        cfg = self.config
+
+        def at(stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            logits = foreground_logits(downsample_agg_logits(agg_logits.float(), stride))
+            lab = frames_to_lab(frames, stride).to(logits.device)
+            size = (logits.shape[-2], logits.shape[-1])
+            return logits, lab, box_masks(boxes, box_valid, size, stride).to(logits.device)
+
+        inputs = at(cfg.stride)
+        temporal = inputs
+        if cfg.temporal_stride != cfg.stride and cfg.w_temp > 0:
+            temporal = at(cfg.temporal_stride)
+        return self.from_loss_inputs(*inputs, iteration, obj_valid, temporal=temporal)
 
     def from_loss_inputs(
         self,
@@ -67,8 +74,12 @@ class WeakLoss(nn.Module):
         box_mask: torch.Tensor,
         iteration: int = 0,
         obj_valid: torch.Tensor | None = None,
+        temporal: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weak loss from loss-resolution inputs: logits B×N×T×h×w, lab B×T×3×h×w, box_mask B×N×T×h×w.
+
+        temporal: (logits, lab, box_mask) at the temporal loss's own resolution (`temp_stride`);
+        None = the inputs above.
 
         Returns (total, components) where components holds detached 0-dim tensors: "loss", "proj",
         "pair", "temp" (unweighted values; 0 when a term is switched off) and "w_pair", "w_temp"
@@ -89,8 +100,9 @@ class WeakLoss(nn.Module):
                 normalize=cfg.normalize, obj_valid=obj_valid, backend=cfg.backend,
             )
         if cfg.w_temp > 0:
+            temp_logits, temp_lab, temp_box = temporal if temporal is not None else (logits, lab, box_mask)
             temp = temporal_loss(
-                logits, lab, box_mask, patch=cfg.temp_patch, candidates=cfg.temp_candidates,
+                temp_logits, temp_lab, temp_box, patch=cfg.temp_patch, candidates=cfg.temp_candidates,
                 spacing=cfg.temp_spacing, top_k=cfg.temp_top_k, tau=cfg.temp_tau, target=cfg.temp_target,
                 detach=cfg.temp_detach, pairs=cfg.temp_pairs, gamma=cfg.temp_gamma, normalize=cfg.normalize,
                 obj_valid=obj_valid, backend=cfg.backend,

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from vos.data.boxes import box_masks, box_prompt_masks  # noqa: F401 - the loss's box rasteriser
 from vos.errors import VosError
 
 
@@ -79,70 +80,3 @@ def foreground_logits(agg_logits: torch.Tensor) -> torch.Tensor:
     return torch.stack(per_object, dim=1)
 
 
-def _span(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel index range [start, end) whose centres (j + 0.5) lie in [lo, hi), in loss pixels.
-
-    A non-empty box thinner than one loss pixel still gets the pixel containing its centre, so a
-    present object never reads as absent after downsampling.
-    """
-    start = torch.ceil(lo - 0.5)
-    end = torch.ceil(hi - 0.5)
-    thin = (end <= start) & (hi > lo)
-    centre = torch.floor((lo + hi) / 2)
-    start = torch.where(thin, centre, start).clamp(0, size)
-    end = torch.where(thin, centre + 1, end).clamp(0, size)
-    return start, end
-
-
-def box_masks(
-    boxes: torch.Tensor, valid: torch.Tensor | None, size: tuple[int, int], stride: float = 1.0
-) -> torch.Tensor:
-    """Boxes (...×4, XYXY pixels, exclusive max) → box masks (...×H×W) float {0, 1} at `size` = (H, W).
-
-    `boxes` are in pixels of an image `stride` times larger than `size` (the input resolution when
-    `size` is the loss resolution). A loss pixel belongs to the box when its centre lies inside the
-    box (for stride 1 and integer boxes: exactly columns x1..x2−1 and rows y1..y2−1); boxes are
-    clipped to the image. `valid` (..., bool) marks present objects; absent ones (False) and
-    degenerate boxes (x2 ≤ x1 or y2 ≤ y1) give an empty mask.
-    """
-    if boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must be ...×4 (x1, y1, x2, y2), got shape {tuple(boxes.shape)}")
-    if valid is not None and valid.shape != boxes.shape[:-1]:
-        raise ValueError(f"valid must have shape {tuple(boxes.shape[:-1])}, got {tuple(valid.shape)}")
-    height, width = size
-    scaled = boxes.to(torch.float64) / float(stride)
-    x1, y1, x2, y2 = scaled.unbind(-1)
-    col0, col1 = _span(x1, x2, width)
-    row0, row1 = _span(y1, y2, height)
-    cols = torch.arange(width, device=boxes.device, dtype=torch.float64)
-    rows = torch.arange(height, device=boxes.device, dtype=torch.float64)
-    in_x = (cols >= col0[..., None]) & (cols < col1[..., None])
-    in_y = (rows >= row0[..., None]) & (rows < row1[..., None])
-    mask = in_y[..., :, None] & in_x[..., None, :]
-    if valid is not None:
-        mask = mask & valid.to(torch.bool)[..., None, None]
-    return mask.to(torch.float32)
-
-
-def box_prompt_masks(boxes: torch.Tensor, valid: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
-    """Boxes given as first-frame prompts → non-overlapping filled-box masks, the box initialisation
-    shared by training and inference. boxes ...×N×4 (XYXY pixels, exclusive max), valid ...×N bool
-    → ...×N×H×W float {0, 1}.
-
-    Where boxes overlap, a pixel goes to the smallest box that covers it (on equal areas, the later
-    object), so a small object inside a large box keeps its pixels; an object whose box is covered
-    completely by smaller ones keeps its whole rectangle (it must not start empty).
-    """
-    filled = box_masks(boxes, valid, size).bool()  # ...×N×H×W
-    objects = filled.shape[-3]
-    area = filled.flatten(-2).sum(-1).to(torch.float64)  # ...×N
-    order = torch.arange(objects, device=boxes.device, dtype=torch.float64)
-    # priority: smaller area first, then the higher index; uncovered pixels get +inf
-    priority = (area * (objects + 1) + (objects - order))[..., None, None].expand(filled.shape)
-    priority = torch.where(filled, priority, torch.full_like(priority, float("inf")))
-    owner = priority.argmin(dim=-3, keepdim=True)  # ...×1×H×W
-    index = torch.arange(objects, device=boxes.device).view(objects, 1, 1)
-    painted = filled & (owner == index)
-    hidden = filled.any(dim=(-2, -1)) & ~painted.any(dim=(-2, -1))  # ...×N: covered completely
-    painted = torch.where(hidden[..., None, None], filled, painted)
-    return painted.to(torch.float32)

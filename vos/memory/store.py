@@ -21,6 +21,7 @@ import torch
 
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
+from vos.memory.objects import ObjectManager
 from vos.memory.read import memory_read, resolve_backend
 
 # Initial life count of an element: usage = use/life stays finite before the first read.
@@ -262,6 +263,18 @@ class GroupMemory:
         b.use[:, : self.size] += usage.float()
         b.life[:, : self.size] += 1
 
+    def remove_objects(self, keep: list[int]) -> None:
+        """Keep only this group's objects at positions ``keep`` (their value channels; keys are shared)."""
+        old = len(self.object_ids)
+        self.object_ids = [self.object_ids[i] for i in keep]
+        if self._buf is None:
+            return
+        per_object = self._buf.values.shape[2] // old  # values B×cap×(n_obj·CV), object-major
+        channels = torch.tensor(
+            [i * per_object + c for i in keep for c in range(per_object)], device=self._buf.values.device
+        )
+        self._buf.values = self._buf.values.index_select(2, channels)
+
     # ---------------------------------------------------------------- forgetting
     def _drop_oldest(self) -> None:
         """Without long-term memory, before a new frame: keep the first frame and the latest max − 2
@@ -331,13 +344,18 @@ class InferenceMemory:
         # Run the PyTorch read under torch.compile (memory size symbolic: one graph for every size);
         # True = inductor, a string or callable = that torch.compile backend.
         self.compile_read = compile_read
-        self.object_ids: list[int] = []
+        self.objects = ObjectManager()
         self.groups: list[GroupMemory] = []
         self.sensory: torch.Tensor | None = None  # B×N_obj×CH×h×w
 
     @property
+    def object_ids(self) -> list[int]:
+        """Tracked object ids in channel order (see ``ObjectManager``)."""
+        return self.objects.ids
+
+    @property
     def num_objects(self) -> int:
-        return len(self.object_ids)
+        return len(self.objects)
 
     @property
     def engaged(self) -> bool:
@@ -349,13 +367,28 @@ class InferenceMemory:
     ) -> None:
         """Register new objects (one new group) with zero sensory memory B×n×CH×h×w.
         Their keys and values arrive with the next ``add_memory``."""
-        dup = [o for o in object_ids if o in self.object_ids]
-        if dup or not object_ids:
-            raise ValueError(f"new objects must be non-empty and unseen, got {object_ids} (already tracked: {dup})")
+        if not object_ids:
+            raise ValueError("add_objects: no objects given")
+        self.objects.add(object_ids)
         self.groups.append(GroupMemory(object_ids, self.config))
-        self.object_ids.extend(object_ids)
         zeros = like.new_zeros(batch, len(object_ids), hidden_dim, *size)
         self.sensory = zeros if self.sensory is None else torch.cat([self.sensory, zeros], dim=1)
+
+    def delete_objects(self, object_ids: list[int]) -> None:
+        """Forget objects: their sensory memory and value channels go; a group left empty goes whole.
+        The other objects' keys and values are untouched."""
+        keep = self.objects.remove(object_ids)
+        if self.sensory is not None:
+            self.sensory = self.sensory[:, keep]
+        gone = set(object_ids)
+        groups = []
+        for group in self.groups:
+            stay = [i for i, o in enumerate(group.object_ids) if o not in gone]
+            if stay:
+                if len(stay) < len(group.object_ids):
+                    group.remove_objects(stay)
+                groups.append(group)
+        self.groups = groups
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
         """Memory readout for every tracked object: query_key B×CK×h×w → B×N_obj×CV×h×w.

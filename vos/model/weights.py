@@ -31,26 +31,36 @@ _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _SHOW = 5  # keys named per category in a mismatch message
 
 
+def build_model(
+    preset: str = "xmem", config: ModelConfig | None = None, device: str | torch.device = "cpu"
+) -> XMem:
+    """A new XMem network of a preset (``"xmem"``, ``"small"``) in eval mode on ``device``: random
+    weights (ImageNet trunks when ``config.pretrained``) — for training, tests and benchmarks. To run
+    trained weights use :func:`load_model`."""
+    if preset not in PRESETS:
+        raise ConfigError(f"build_model('{preset}'): unknown preset; choose one of {', '.join(PRESETS)}")
+    if config is None:
+        config = ModelConfig(preset=preset)
+    elif config.preset != preset:
+        raise ConfigError(f"build_model('{preset}'): the given config is for preset '{config.preset}'")
+    return XMem(config).to(device).eval()
+
+
 def load_model(source: str | Path, device: str | torch.device = "cpu", config: ModelConfig | None = None) -> XMem:
-    """Build an XMem network in eval mode on ``device``.
+    """Load trained weights into an XMem network in eval mode on ``device``.
 
-    ``source``: a preset name (``"xmem"``, ``"small"``: random init, or ImageNet trunks when
-    ``config.pretrained``), an official ``.pth``/``.pt``, or our ``.safetensors``.
-    ``config``: for a preset, the configuration to build (its preset must match the name); for a
-    checkpoint, the architecture the file must fit (``None``: taken from the file — the sibling JSON,
-    else the shapes).
-
-    A folder written by ``vos export --format onnx`` gives a ``vos.deploy.OnnxXMem`` instead: the
-    same stage methods, run by onnxruntime on the CPU (the ``export`` extra).
+    ``source``: an official ``.pth``/``.pt``, our ``.safetensors``, or a folder written by
+    ``vos export --format onnx`` (which gives a ``vos.deploy.OnnxXMem``: the same stage methods, run
+    by onnxruntime on the CPU; the ``export`` extra). ``config``: the architecture the file must fit
+    (``None``: taken from the file — the sibling JSON, else the shapes). A preset name is refused
+    (it has no trained weights): :func:`build_model` makes a randomly initialised network.
     """
     text = str(source)
     if text in PRESETS and not Path(text).exists():
-        if config is None:
-            config = ModelConfig(preset=text)
-        elif config.preset != text:
-            raise ConfigError(f"load_model('{text}'): the given config is for preset '{config.preset}'")
-        return XMem(config).to(device).eval()
-
+        raise CheckpointError(
+            f"load_model('{text}'): '{text}' is a preset, not a checkpoint — it has no trained weights; "
+            f"use build_model('{text}') for a randomly initialised network"
+        )
     path = Path(source)
     if path.is_dir():
         return _load_export(path, device, config)
@@ -60,6 +70,15 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", config: M
     model = XMem(dataclasses.replace(config, pretrained=False))
     load_state(model, state, path)
     return model.to(device).eval()
+
+
+def model_from(source: str | Path, device: str | torch.device = "cpu") -> tuple[XMem, bool]:
+    """A checkpoint (:func:`load_model`) or, for a preset name, a random network (:func:`build_model`)
+    → (network, untrained). For commands that accept both; callers must say when it is untrained."""
+    text = str(source)
+    if text in PRESETS and not Path(text).exists():
+        return build_model(text, device=device), True
+    return load_model(source, device), False
 
 
 def _load_export(path: Path, device, config: ModelConfig | None):

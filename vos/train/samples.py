@@ -7,28 +7,24 @@ from pathlib import Path
 import torch
 
 from vos.data.io import write_image
+from vos.data.video import overlay as draw_overlay
 
-COLOURS = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180]], dtype=torch.float32)
 
 
 def overlay(rgb: torch.Tensor, probs: torch.Tensor, boxes: torch.Tensor | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """rgb 3×H×W [0,1], probs (1+N)×H×W → uint8 3×H×W with objects tinted by their argmax, boxes outlined."""
-    img = rgb.detach().float().cpu() * 255
+    """rgb 3×H×W [0,1], probs (1+N)×H×W → uint8 3×H×W with objects tinted by their argmax and their
+    boxes (N×4, valid N) outlined (`vos.data.video.overlay`; object i is channel i)."""
+    frame = (rgb.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     ids = probs.detach().float().cpu().argmax(0)
-    for obj in range(1, probs.shape[0]):
-        colour = COLOURS[(obj - 1) % len(COLOURS)].view(3, 1, 1)
-        m = (ids == obj)[None]
-        img = torch.where(m, 0.5 * img + 0.5 * colour, img)
-        if boxes is not None and valid is not None and obj - 1 < len(boxes) and bool(valid[obj - 1]):
-            h, w = img.shape[-2:]
-            x0, y0, x1, y1 = (int(v) for v in boxes[obj - 1].tolist())
-            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1) - 1, min(h, y1) - 1
-            if x1 >= x0 and y1 >= y0:
-                img[:, y0, x0 : x1 + 1] = colour.view(3, 1)
-                img[:, y1, x0 : x1 + 1] = colour.view(3, 1)
-                img[:, y0 : y1 + 1, x0] = colour.view(3, 1)
-                img[:, y0 : y1 + 1, x1] = colour.view(3, 1)
-    return img.clamp(0, 255).to(torch.uint8)
+    drawn = {}
+    if boxes is not None and valid is not None:
+        h, w = ids.shape
+        for i in range(min(len(boxes), probs.shape[0] - 1)):
+            x0, y0, x1, y1 = (int(v) for v in boxes[i].tolist())
+            x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+            if bool(valid[i]) and x1 > x0 and y1 > y0:
+                drawn[i + 1] = (x0, y0, x1, y1)
+    return draw_overlay(frame, ids, drawn)
 
 
 def write_sample_strip(path: Path, batch: dict, probs: torch.Tensor) -> None:
