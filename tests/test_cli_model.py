@@ -44,6 +44,25 @@ def test_segment_with_mask_and_with_boxes(synthetic_root, tmp_path):
     assert (first_pred[10:30, 10:40] == 1).all()
 
 
+def test_segment_from_a_middle_frame_both_ways_in_binary_and_untrained_warning(synthetic_root, tmp_path):
+    weights = _weights(tmp_path)
+    video = synthetic_root / "JPEGImages/480p/synth0000"
+    out = tmp_path / "binary"
+    args = ["segment", str(video), "--out", str(out), "--weights", str(weights), "--box", "10,10,40,30", "--frame", "3"]
+    result = runner.invoke(app, [*args, "--direction", "backward", "--format", "binary", "--size", "32"])
+    assert result.exit_code == 0, result.output
+    # frames 3, 2, 1, 0 for object 1, one 0/255 PNG each; the prompt frame holds the box
+    assert sorted(p.name for p in (out / "1").glob("*.png")) == [f"{t:05d}.png" for t in range(4)]
+    third = read_mask(out / "1" / "00003.png")
+    assert third.shape == (64, 96) and set(torch.unique(third).tolist()) == {0, 255}
+    assert "network saw them at 48x32" in result.output  # the 64×96 frames were shrunk to --size 32
+    # a preset name runs random weights, and says so loudly
+    result = runner.invoke(app, ["segment", str(video), "--weights", "small", "--box", "10,10,40,30", "--out", str(tmp_path / "r"), "--size", "-1"])
+    assert result.exit_code == 0 and "RANDOM, UNTRAINED" in result.stderr
+    _error(runner.invoke(app, [*args, "--direction", "sideways", "--out", str(tmp_path / "x")]), "direction")
+    _error(runner.invoke(app, [*args, "--format", "jpeg", "--out", str(tmp_path / "y")]), "format")
+
+
 def test_segment_bad_inputs(synthetic_root, tmp_path):
     weights = _weights(tmp_path)
     video = synthetic_root / "JPEGImages/480p/synth0000"
