@@ -1,6 +1,8 @@
-"""Triton kernels.
+"""Triton kernels, installed as ``vos.kernels`` (a top-level ``kernels`` would clash with the PyPI
+package of that name).
 
-Each module here imports ``triton`` at its top and is imported lazily by its PyTorch-side dispatch
-(e.g. ``vos.memory.read`` loads ``kernels.memory_read`` only when the Triton backend is asked for),
-so importing this package itself stays free of triton.
+A leaf: these modules import torch, triton and each other only. One file per operation — the
+kernels, their launcher and the ``autograd.Function`` — beside a PyTorch reference in ``vos`` with
+the same arguments; ``vos.backends`` is the one place that picks between the two. ``checks`` (no
+triton) holds the argument checks both sides use, so importing this package stays free of triton.
 """

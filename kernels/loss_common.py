@@ -18,7 +18,6 @@ import torch
 import triton
 import triton.language as tl
 
-from vos.errors import VosError
 
 TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -32,7 +31,7 @@ class LossBlocks:
     kernels (each step reads rows × next_pow2(W) values). images: images per step of the
     projection's final reduction. The defaults are not timed on a GPU but chosen so that no
     kernel spills more than a few bytes per thread when ptxas compiles it for sm_90 / sm_80
-    (``python -m kernels.cross_compile``); the first ones, 256 pixels with 4 warps, spilled up to
+    (``python -m vos.kernels.cross_compile``); the first ones, 256 pixels with 4 warps, spilled up to
     21 KB per thread in the temporal kernels.
     """
 
@@ -82,7 +81,7 @@ def zero_loss(x: torch.Tensor) -> torch.Tensor:
 
 def check_normalize(normalize: str) -> None:
     if normalize not in ("pixels", "edges"):
-        raise VosError(f"losses.normalize: must be 'pixels' or 'edges', got {normalize!r}")
+        raise ValueError(f"losses.normalize: must be 'pixels' or 'edges', got {normalize!r}")
 
 
 def normalise(
@@ -158,7 +157,7 @@ def pair_edge_grad(x, s_x, other, DETACH: tl.constexpr):
 def detach_code(detach: str) -> int:
     codes = {"none": 0, "soft": 1, "hard": 2}
     if detach not in codes:
-        raise VosError(f"losses.temp_detach: must be 'soft', 'hard' or 'none', got {detach!r}")
+        raise ValueError(f"losses.temp_detach: must be 'soft', 'hard' or 'none', got {detach!r}")
     return codes[detach]
 
 

@@ -24,8 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.loss_common import DEFAULT_BLOCKS, TL_DTYPES, LossBlocks, grid_1d
-from vos.losses.resample import _check_divisible
+from .loss_common import DEFAULT_BLOCKS, TL_DTYPES, LossBlocks, grid_1d
+from .checks import check_divisible
 
 
 # The formula's constants, loaded from a tensor in the compute dtype: Triton types float literals as
@@ -110,7 +110,7 @@ def _convert(
         raise ValueError(f"rgb must be ...×3×H×W, got shape {tuple(rgb.shape)}")
     if rgb.dtype != torch.uint8 and not rgb.is_floating_point():
         raise TypeError(f"rgb must be uint8 or floating point, got {rgb.dtype}")
-    _check_divisible(tuple(rgb.shape), stride)
+    check_divisible(tuple(rgb.shape), stride)
     blocks = DEFAULT_BLOCKS if blocks is None else blocks
     *lead, _, height, width = rgb.shape
     h_out, w_out = height // stride, width // stride

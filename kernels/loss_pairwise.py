@@ -26,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.loss_common import (
+from .checks import check_loss_shapes
+from .loss_common import (
     DEFAULT_BLOCKS,
     TL_DTYPES,
     LossBlocks,
@@ -43,7 +44,6 @@ from kernels.loss_common import (
     softplus,
     zero_loss,
 )
-from vos.errors import VosError
 
 
 @triton.jit
@@ -190,11 +190,9 @@ def pairwise_loss(
     B×N bool or None. Differentiable in ``logits`` (Triton backward). CUDA tensors, or CPU tensors
     under TRITON_INTERPRET=1.
     """
-    from vos.losses.weak import _check_shapes
-
-    _check_shapes(logits, lab, box_mask)
+    check_loss_shapes(logits, lab, box_mask)
     if kernel < 3 or kernel % 2 == 0 or dilation < 1:
-        raise VosError(f"losses.kernel/dilation: need an odd kernel >= 3 and dilation >= 1, got {kernel}, {dilation}")
+        raise ValueError(f"losses.kernel/dilation: need an odd kernel >= 3 and dilation >= 1, got {kernel}, {dilation}")
     check_normalize(normalize)
     if logits.numel() == 0:
         return zero_loss(logits)

@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.loss_common import (
+from .checks import check_loss_shapes
+from .loss_common import (
     DEFAULT_BLOCKS,
     TL_DTYPES,
     LossBlocks,
@@ -37,7 +38,6 @@ from kernels.loss_common import (
     scalars,
     zero_loss,
 )
-from vos.errors import VosError
 
 
 @triton.jit
@@ -309,11 +309,9 @@ def projection_loss(
     None. Differentiable in ``prob`` (Triton backward). CUDA tensors, or CPU tensors under
     TRITON_INTERPRET=1. ``blocks``: tile sizes (tests use small ones).
     """
-    from vos.losses.weak import _check_shapes
-
-    _check_shapes(prob, None, box_mask)
+    check_loss_shapes(prob, None, box_mask)
     if layout not in ("stacked", "per_image"):
-        raise VosError(f"losses.layout: must be 'stacked' or 'per_image', got {layout!r}")
+        raise ValueError(f"losses.layout: must be 'stacked' or 'per_image', got {layout!r}")
     if prob.numel() == 0:
         return zero_loss(prob)
     batch, objects = prob.shape[:2]

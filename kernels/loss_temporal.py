@@ -35,7 +35,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.loss_common import (
+from .checks import check_loss_shapes
+from .loss_common import (
     DEFAULT_BLOCKS,
     TL_DTYPES,
     LossBlocks,
@@ -53,7 +54,6 @@ from kernels.loss_common import (
     softplus,
     zero_loss,
 )
-from vos.errors import VosError
 
 TL_DTYPES_INT = {torch.int32: tl.int32, torch.int64: tl.int64}
 
@@ -230,17 +230,17 @@ def _temporal_bwd_kernel(
 
 def _check_options(patch: int, candidates: int, spacing: int, top_k: int, target: str, detach: str, pairs: str):
     if pairs != "cyclic":
-        raise VosError(f"losses.temp_pairs: only 'cyclic' is supported, got {pairs!r}")
+        raise ValueError(f"losses.temp_pairs: only 'cyclic' is supported, got {pairs!r}")
     if target not in ("patch", "center"):
-        raise VosError(f"losses.temp_target: must be 'patch' or 'center', got {target!r}")
+        raise ValueError(f"losses.temp_target: must be 'patch' or 'center', got {target!r}")
     detach_code(detach)
     for name, value in (("temp_patch", patch), ("temp_candidates", candidates)):
         if value < 1 or value % 2 == 0:
-            raise VosError(f"losses.{name}: must be a positive odd integer, got {value}")
+            raise ValueError(f"losses.{name}: must be a positive odd integer, got {value}")
     if spacing < 1 or top_k < 1:
-        raise VosError(f"losses.temp_spacing/temp_top_k: must be >= 1, got {spacing}, {top_k}")
+        raise ValueError(f"losses.temp_spacing/temp_top_k: must be >= 1, got {spacing}, {top_k}")
     if candidates * candidates > MAX_CANDIDATES:
-        raise VosError(
+        raise ValueError(
             f"losses.temp_candidates: the Triton kernel supports up to {MAX_CANDIDATES} candidates "
             f"(temp_candidates <= 7), got {candidates}; use losses.backend 'torch'"
         )
@@ -357,9 +357,7 @@ def temporal_loss(
     (Triton backward; "soft" = half the symmetric gradient, "hard" = hardened partners). CUDA
     tensors, or CPU tensors under TRITON_INTERPRET=1. At most 7×7 candidates.
     """
-    from vos.losses.weak import _check_shapes
-
-    _check_shapes(logits, lab, box_mask)
+    check_loss_shapes(logits, lab, box_mask)
     _check_options(patch, candidates, spacing, top_k, target, detach, pairs)
     check_normalize(normalize)
     batch, objects, frames = logits.shape[:3]

@@ -17,11 +17,11 @@ for fp64 inputs). Tensors must be on CUDA, or on the CPU with TRITON_INTERPRET=1
 is imported (the tests). Importing this module imports triton.
 """
 
-from kernels.loss_common import DEFAULT_BLOCKS, LossBlocks
-from kernels.loss_lab import frames_to_lab, rgb_to_lab
-from kernels.loss_pairwise import pairwise_loss
-from kernels.loss_projection import projection_loss
-from kernels.loss_temporal import temporal_loss, temporal_matches
+from .loss_common import DEFAULT_BLOCKS, LossBlocks
+from .loss_lab import frames_to_lab, rgb_to_lab
+from .loss_pairwise import pairwise_loss
+from .loss_projection import projection_loss
+from .loss_temporal import temporal_loss, temporal_matches
 
 __all__ = [
     "DEFAULT_BLOCKS",

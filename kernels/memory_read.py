@@ -55,10 +55,10 @@ Precision: the top-k path computes in fp32 for every input dtype (the packed sor
 similarity; fp64 inputs give fp32-accurate results); the full path computes in fp32, or fp64 for
 fp64 inputs. Readouts are accumulated in the compute dtype and stored in ``mv``'s dtype.
 
-Cases the kernels do not cover go to the PyTorch reference (``vos.memory.read``), with the same
-numbers: a top-k read that must be differentiable (the sparse top-k kernels have no backward; the
-reference differentiates through ``topk``), and 128 < top_k < N (the running
-top-K_PAD would not fit in registers).
+Cases the kernels do not cover raise ``ValueError`` here; ``vos.memory.read.memory_read`` sends
+them to its PyTorch reference, with the same numbers: a top-k read that must be differentiable (the
+sparse top-k kernels have no backward; the reference differentiates through ``topk``), and
+``MAX_TOP_K`` < top_k < N (the running top-K_PAD would not fit in registers).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
+from .checks import check_read_args
 
 # Largest k the top-k kernels keep in registers (K_PAD per query pixel in the running merge).
 MAX_TOP_K = 128
@@ -755,14 +757,8 @@ def memory_read_triton(
     Tensors must be CUDA tensors, or CPU tensors with ``TRITON_INTERPRET=1`` set before triton
     was imported.
     """
-    from vos.memory import read as reference  # lazy: vos.memory.read imports this module lazily
-
-    reference._check_keys(mem_keys, mem_shrinkage, query_keys, query_selection)
-    b, _, n = mem_keys.shape
-    if mem_values.dim() != 3 or mem_values.shape[0] != b or mem_values.shape[2] != n:
-        raise ValueError(f"mem_values must be B×C×N = {b}×C×{n}, got {tuple(mem_values.shape)}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
+    check_read_args(mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, top_k)
+    n = mem_keys.shape[2]
     if top_k is None or top_k >= n:
         blocks = DEFAULT_FULL_BLOCKS if blocks is None else blocks
         outputs = _FullSoftmaxRead.apply(
@@ -771,7 +767,8 @@ def memory_read_triton(
         return outputs[0], (outputs[1] if need_usage else None)
 
     inputs = (mem_keys, mem_shrinkage, query_keys, query_selection, mem_values)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
-    if needs_grad or top_k > MAX_TOP_K:
-        return reference._read_sparse(*inputs, top_k, need_usage)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        raise ValueError("the top-k read kernels have no backward: use vos.memory.read.memory_read, which takes the reference")
+    if top_k > MAX_TOP_K:
+        raise ValueError(f"top_k {top_k} exceeds the kernels' register budget MAX_TOP_K = {MAX_TOP_K}: use the reference")
     return _topk_read(*inputs, top_k, need_usage, DEFAULT_TOPK_BLOCKS if blocks is None else blocks)

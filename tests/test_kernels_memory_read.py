@@ -9,8 +9,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from kernels.memory_read import Blocks, _topk_select, memory_read_triton  # noqa: E402
-from vos.memory import read as read_mod  # noqa: E402
+from vos.kernels.memory_read import Blocks, _topk_select, memory_read_triton  # noqa: E402
 from vos.memory.read import memory_read, similarity  # noqa: E402
 
 # 16 is the smallest tile tl.dot accepts; with these, N, HW and C below span several tiles.
@@ -168,7 +167,7 @@ def test_default_tiles_match_reference():
     span several of their tiles: top-k read with usage, and the full read forward and backward."""
     from dataclasses import replace
 
-    from kernels.memory_read import DEFAULT_FULL_BLOCKS, DEFAULT_TOPK_BLOCKS
+    from vos.kernels.memory_read import DEFAULT_FULL_BLOCKS, DEFAULT_TOPK_BLOCKS
 
     # N = 80 > 2 element tiles of 32, HW = 40 > one query tile, 70 channels > one channel tile of 64;
     # CK = 64 as in XMem.
@@ -196,7 +195,7 @@ def test_default_tiles_match_reference():
 
 def test_large_k_with_smaller_query_tiles_matches_reference():
     """k = 50 (K_PAD 64): the selection halves its query rows per program (32 → 16)."""
-    from kernels.memory_read import DEFAULT_TOPK_BLOCKS, topk_tiles
+    from vos.kernels.memory_read import DEFAULT_TOPK_BLOCKS, topk_tiles
 
     args = _inputs(b=1, ck=16, n=150, hw=40, c=20)
     assert topk_tiles(150, 40, 1, 50, DEFAULT_TOPK_BLOCKS, sm_count=1).block_q == 16
@@ -207,14 +206,12 @@ def test_large_k_with_smaller_query_tiles_matches_reference():
 @pytest.fixture
 def real_kernel(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    read_mod._import_triton_kernel.cache_clear()
     yield
-    read_mod._import_triton_kernel.cache_clear()
 
 
 def test_dispatch_runs_the_triton_kernel(real_kernel, monkeypatch):
     calls = []
-    import kernels.memory_read as kmod
+    import vos.kernels.memory_read as kmod
 
     original = kmod._topk_read
 
@@ -240,13 +237,19 @@ def test_differentiable_topk_read_uses_the_reference(real_kernel):
         torch.testing.assert_close(a.grad, b.grad)
 
 
-def test_topk_beyond_the_register_budget_uses_the_reference(monkeypatch):
-    import kernels.memory_read as kmod
+def test_topk_beyond_the_register_budget_uses_the_reference(real_kernel, monkeypatch):
+    import vos.kernels.memory_read as kmod
 
     monkeypatch.setattr(kmod, "MAX_TOP_K", 2)
     monkeypatch.setattr(kmod, "_topk_read", lambda *a, **k: pytest.fail("top-k kernels ran for k > MAX_TOP_K"))
     args = _inputs()
-    _assert_read_close(memory_read_triton(*args, top_k=3, need_usage=True), _reference(*args, top_k=3))
+    got = memory_read(*args, top_k=3, backend="triton", need_usage=True)  # the dispatch takes the reference
+    _assert_read_close(got, _reference(*args, top_k=3))
+    with pytest.raises(ValueError, match="MAX_TOP_K"):  # called directly, the kernel refuses
+        memory_read_triton(*args, top_k=3)
+    leaves = [t.clone().requires_grad_() for t in args]
+    with pytest.raises(ValueError, match="no backward"):
+        memory_read_triton(*leaves, top_k=2)
 
 
 def test_inference_memory_reads_through_the_kernel(real_kernel):

@@ -36,7 +36,7 @@ from vos.losses import (
     temporal_loss,
     temporal_matches,
 )
-from vos.losses import dispatch
+from vos import backends
 
 D = torch.float64
 
@@ -598,15 +598,15 @@ def test_backend_dispatch(monkeypatch):
     logits = torch.zeros(1, 1, 2, 4, 4)
     lab = torch.zeros(1, 2, 3, 4, 4)
     box = torch.ones(1, 1, 2, 4, 4)
-    monkeypatch.setattr(dispatch, "kernel_module", lambda: None)
-    with pytest.raises(VosError, match="kernels.losses"):
+    monkeypatch.setattr(backends, "kernel_modules", lambda: ({}, "cannot import vos.kernels (test)"))
+    with pytest.raises(VosError, match="cannot import vos.kernels"):
         pairwise_loss(logits, lab, box, backend="triton")
     with pytest.raises(VosError, match="backend"):
         pairwise_loss(logits, lab, box, backend="cuda")
     assert pairwise_loss(logits, lab, box, backend="auto").item() == pairwise_loss(logits, lab, box, backend="torch").item()
     calls = []
     fake = types.SimpleNamespace(pairwise_loss=lambda *args, **kwargs: calls.append(kwargs) or torch.tensor(7.0))
-    monkeypatch.setattr(dispatch, "kernel_module", lambda: fake)
+    monkeypatch.setattr(backends, "kernel_modules", lambda: ({"losses": fake}, ""))
     assert pairwise_loss(logits, lab, box, backend="triton").item() == 7.0  # explicit: runs even on CPU
     assert calls and calls[0]["dilation"] == 2 and "backend" not in calls[0]
     assert pairwise_loss(logits, lab, box, backend="auto").item() != 7.0  # auto: CPU tensors → torch

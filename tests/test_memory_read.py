@@ -1,12 +1,12 @@
 """Memory read: similarity, top-k softmax, sparse vs dense readout, usage, dispatch."""
 
 import math
-import sys
 import types
 
 import pytest
 import torch
 
+from vos import backends
 from vos.errors import VosError
 from vos.memory import read as read_mod
 from vos.memory.read import memory_read, resolve_backend, similarity
@@ -141,27 +141,23 @@ def test_shape_errors():
 # ------------------------------------------------------------------ backend dispatch
 @pytest.fixture
 def fake_kernel(monkeypatch):
-    """Install a stand-in ``kernels.memory_read`` module that records its calls."""
+    """Stand in for ``vos.kernels.memory_read`` with a module that records its calls."""
     calls = []
 
     def memory_read_triton(mk, ms, qk, qe, mv, top_k=30, need_usage=False):
         calls.append((top_k, need_usage))
         return torch.zeros(mk.shape[0], mv.shape[1], qk.shape[2]), None
 
-    module = types.ModuleType("kernels.memory_read")
+    module = types.ModuleType("fake_memory_read")
     module.memory_read_triton = memory_read_triton
-    monkeypatch.setitem(sys.modules, "kernels.memory_read", module)
-    read_mod._import_triton_kernel.cache_clear()
+    monkeypatch.setattr(backends, "kernel_modules", lambda: ({"memory_read": module}, ""))
     yield calls
-    read_mod._import_triton_kernel.cache_clear()
 
 
 @pytest.fixture
 def no_kernel(monkeypatch):
-    monkeypatch.setitem(sys.modules, "kernels.memory_read", None)  # import raises ImportError
-    read_mod._import_triton_kernel.cache_clear()
+    monkeypatch.setattr(backends, "kernel_modules", lambda: ({}, "cannot import vos.kernels (test)"))
     yield
-    read_mod._import_triton_kernel.cache_clear()
 
 
 def test_torch_backend_is_the_reference(fake_kernel):
@@ -196,7 +192,7 @@ def test_triton_on_cpu_needs_the_interpreter(fake_kernel, monkeypatch):
 def test_triton_without_kernel_module_raises(no_kernel, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     mk, ms, qk, qe, mv = _inputs()
-    with pytest.raises(VosError, match="kernels.memory_read"):
+    with pytest.raises(VosError, match="cannot import vos.kernels"):
         memory_read(mk, ms, qk, qe, mv, backend="triton")
     assert resolve_backend("auto", mk) == "torch"
 

@@ -1,7 +1,7 @@
 """Weak (box) and oracle (mask) losses, thesis chapter 3 / in PyTorch.
 
-The PyTorch functions here are the reference of the Triton kernels (`kernels.losses`, chosen by
-`backend`, see `vos.losses.dispatch`) and the CPU path. Shapes: per-object tensors B×N×T×H×W at the
+The PyTorch functions here are the reference of the Triton kernels (`vos.kernels.losses`, chosen by
+`backend`, see `vos.backends`) and the CPU path. Shapes: per-object tensors B×N×T×H×W at the
 loss resolution, Lab B×T×3×H×W, network output B×T×(N+1)×H×W (background first).
 """
 

@@ -23,7 +23,7 @@ class LossConfig:
             same stride, so a coarser temporal resolution keeps full-resolution projection and
             pairwise terms affordable on a CPU (MaskFreeVIS also applies its temporal loss to
             low-resolution masks).
-        backend: "auto" (Triton kernels from `kernels.losses` on CUDA when present, else PyTorch),
+        backend: "auto" (Triton kernels from `vos.kernels.losses` on CUDA when present, else PyTorch; `vos.backends`),
             "torch", or "triton".
 
     Projection (eq. 3.8–3.12):

@@ -21,14 +21,14 @@ import torch
 
 from vos.data.boxes import box_masks, box_prompt_masks  # noqa: F401 - the loss's box rasteriser
 from vos.errors import VosError
+from vos.kernels.checks import check_divisible
 
 
 def _check_divisible(shape: tuple[int, ...], stride: int) -> None:
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise VosError(f"losses.stride: must be a positive integer, got {stride!r}")
-    height, width = shape[-2], shape[-1]
-    if height % stride or width % stride:
-        raise VosError(f"losses.stride: input size {height}x{width} is not divisible by the loss stride {stride}")
+    try:
+        check_divisible(shape, stride)
+    except ValueError as exc:  # a loss stride that does not fit the input is a config error
+        raise VosError(str(exc)) from None
 
 
 def area_downsample(x: torch.Tensor, stride: int) -> torch.Tensor:

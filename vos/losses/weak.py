@@ -1,6 +1,6 @@
 """The weak (box-supervised) losses of thesis chapter 3 in PyTorch: projection, pairwise, temporal.
 
-These functions are the reference that the Triton kernels (`kernels.losses`) must match, and the
+These functions are the reference that the Triton kernels (`vos.kernels.losses`) must match, and the
 path used on CPU. Conventions shared by all of them:
 
 - Per-object tensors are B×N×T×H×W at the loss resolution (N objects, T frames); colours are Lab,
@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from vos.errors import VosError
-from vos.losses.dispatch import select
+from vos.backends import loss_kernel
+from vos.kernels.checks import check_loss_shapes as _check_shapes
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
@@ -91,17 +92,6 @@ def _reduce(num: torch.Tensor, count: torch.Tensor, pixels: int, normalize: str,
     if normalize == "edges":
         return (num * weight).sum() / (count * weight).sum().clamp_min(1.0)
     raise VosError(f"losses.normalize: must be 'pixels' or 'edges', got {normalize!r}")
-
-
-def _check_shapes(logits: torch.Tensor, lab: torch.Tensor | None, box_mask: torch.Tensor) -> None:
-    if logits.dim() != 5:
-        raise ValueError(f"expected B×N×T×H×W, got shape {tuple(logits.shape)}")
-    if box_mask.shape != logits.shape:
-        raise ValueError(f"box_mask shape {tuple(box_mask.shape)} differs from {tuple(logits.shape)}")
-    if lab is not None:
-        batch, _, frames, height, width = logits.shape
-        if lab.shape != (batch, frames, 3, height, width):
-            raise ValueError(f"lab must be B×T×3×H×W = {(batch, frames, 3, height, width)}, got {tuple(lab.shape)}")
 
 
 def _pad(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -218,7 +208,7 @@ def projection_loss(
     The maxima use amax, which splits the gradient evenly between tied maxima.
     """
     _check_shapes(prob, None, box_mask)
-    impl = select("projection_loss", backend, prob, box_mask)
+    impl = loss_kernel("projection_loss", backend, prob, box_mask)
     if impl is not None:
         return impl(prob, box_mask, eps=eps, layout=layout, obj_valid=obj_valid)
     box = box_mask.to(prob.dtype)
@@ -269,7 +259,7 @@ def pairwise_loss(
     _check_shapes(logits, lab, box_mask)
     if kernel < 3 or kernel % 2 == 0 or dilation < 1:
         raise VosError(f"losses.kernel/dilation: need an odd kernel >= 3 and dilation >= 1, got {kernel}, {dilation}")
-    impl = select("pairwise_loss", backend, logits, lab, box_mask)
+    impl = loss_kernel("pairwise_loss", backend, logits, lab, box_mask)
     if impl is not None:
         return impl(
             logits, lab, box_mask, kernel=kernel, dilation=dilation, gamma=gamma, tau=tau,
@@ -414,7 +404,7 @@ def temporal_loss(
             raise VosError(f"losses.{name}: must be a positive odd integer, got {value}")
     if spacing < 1 or top_k < 1:
         raise VosError(f"losses.temp_spacing/temp_top_k: must be >= 1, got {spacing}, {top_k}")
-    impl = select("temporal_loss", backend, logits, lab, box_mask)
+    impl = loss_kernel("temporal_loss", backend, logits, lab, box_mask)
     if impl is not None:
         return impl(
             logits, lab, box_mask, patch=patch, candidates=candidates, spacing=spacing, top_k=top_k,

@@ -14,24 +14,21 @@ Two algorithms give the same numbers:
 
 ``top_k=None`` is the full softmax over all N (training read, differentiable; always dense).
 
-Backends: ``"torch"`` is this file (runs everywhere, the test oracle); ``"triton"`` is the fused
-kernel ``kernels.memory_read.memory_read_triton`` (same signature minus ``mode``/``backend``);
-``"auto"`` takes Triton for CUDA tensors when that module imports, else PyTorch.
+Backends (chosen in ``vos.backends``): ``"torch"`` is this file (runs everywhere, the test oracle);
+``"triton"`` is the fused kernel ``vos.kernels.memory_read.memory_read_triton`` (same signature
+minus ``mode``/``backend``); ``"auto"`` takes Triton for CUDA tensors when the kernels import.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
-import os
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from vos.errors import VosError
+from vos.backends import kernel_modules, read_kernel
+from vos.kernels.checks import check_read_args
 
 Backend = Literal["auto", "torch", "triton"]
 Mode = Literal["sparse", "dense"]
@@ -88,7 +85,7 @@ def similarity(
     ``S[b,i,j] = −ms[b,0,i] · Σ_c qe[b,c,j] (mk[b,c,i] − qk[b,c,j])² / √CK``; ``ms=None`` means a
     shrinkage of 1, ``qe=None`` a selection of 1. Differentiable.
     """
-    _check_keys(mem_keys, mem_shrinkage, query_keys, query_selection)
+    check_read_args(mem_keys, mem_shrinkage, query_keys, query_selection)
     mem, query = _similarity_operands(mem_keys, mem_shrinkage, query_keys, query_selection)
     return mem.transpose(1, 2) @ query
 
@@ -118,19 +115,13 @@ def memory_read(
     Returns:
         (readout B×C×HW in mem_values' dtype, usage B×N in fp32/fp64 or None).
     """
-    _check_keys(mem_keys, mem_shrinkage, query_keys, query_selection)
-    if mem_values.dim() != 3 or mem_values.shape[0] != mem_keys.shape[0] or mem_values.shape[2] != mem_keys.shape[2]:
-        raise ValueError(
-            f"mem_values must be B×C×N = {mem_keys.shape[0]}×C×{mem_keys.shape[2]}, got {tuple(mem_values.shape)}"
-        )
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
+    check_read_args(mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, top_k)
     if mode not in ("sparse", "dense"):
         raise ValueError(f"mode must be 'sparse' or 'dense', got {mode!r}")
 
-    if resolve_backend(backend, mem_keys, mode) == "triton":
-        kernel = _load_triton_kernel()
-        assert kernel is not None  # resolve_backend only answers "triton" when it imports
+    kernel = read_kernel(backend, mem_keys, mode)
+    inputs = (mem_keys, mem_shrinkage, query_keys, query_selection, mem_values)
+    if kernel is not None and _kernel_covers(top_k, mem_keys.shape[2], inputs):
         return kernel(
             mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, top_k=top_k, need_usage=need_usage
         )
@@ -139,75 +130,21 @@ def memory_read(
     return _read_sparse(mem_keys, mem_shrinkage, query_keys, query_selection, mem_values, top_k, need_usage)
 
 
+def _kernel_covers(top_k: int | None, n: int, inputs: tuple[torch.Tensor | None, ...]) -> bool:
+    """Whether the Triton read handles this call: the full softmax (forward and backward) always;
+    a top-k read only without gradients (its kernels have no backward) and with k within the
+    kernels' register budget (``MAX_TOP_K``). Other reads take the reference."""
+    if top_k is None or top_k >= n:
+        return True
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
+    limit = getattr(kernel_modules()[0].get("memory_read"), "MAX_TOP_K", None)
+    return not needs_grad and (limit is None or top_k <= limit)
+
+
 def resolve_backend(backend: Backend, tensor: torch.Tensor, mode: Mode = "sparse") -> Literal["torch", "triton"]:
-    """The backend that ``memory_read`` runs for tensors like ``tensor``; raises VosError when the
-    requested one cannot run (kernel module missing, CPU tensors without ``TRITON_INTERPRET=1``)."""
-    if backend == "torch":
-        return "torch"
-    if backend == "auto":
-        # The dense mode is XMem's algorithm and exists only in PyTorch.
-        if mode == "dense" or tensor.device.type != "cuda":
-            return "torch"
-        return "triton" if _load_triton_kernel() is not None else "torch"
-    if backend == "triton":
-        if mode == "dense":
-            raise VosError("memory read: mode 'dense' is XMem's PyTorch algorithm; use backend 'torch' or 'auto'")
-        if tensor.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise VosError(
-                f"memory read: backend 'triton' needs CUDA tensors (got {tensor.device.type}); "
-                "set TRITON_INTERPRET=1 to run the kernel on CPU, or use backend 'torch'"
-            )
-        if _load_triton_kernel() is None:
-            raise VosError(
-                f"memory read: backend 'triton' is unavailable ({_triton_import_error()}); "
-                "use backend 'torch' or 'auto'"
-            )
-        return "triton"
-    raise VosError(f"memory read: backend must be 'auto', 'torch' or 'triton', got {backend!r}")
-
-
-@functools.lru_cache(maxsize=1)
-def _import_triton_kernel() -> tuple[Callable | None, str]:
-    # Cached so that "auto" on CUDA does not retry a failing import on every frame;
-    # tests reset it with `_import_triton_kernel.cache_clear()`.
-    try:
-        module = importlib.import_module("kernels.memory_read")
-    except ImportError as exc:
-        return None, f"cannot import kernels.memory_read: {exc}"
-    kernel = getattr(module, "memory_read_triton", None)
-    if kernel is None:
-        return None, "kernels.memory_read has no memory_read_triton"
-    return kernel, ""
-
-
-def _load_triton_kernel() -> Callable | None:
-    return _import_triton_kernel()[0]
-
-
-def _triton_import_error() -> str:
-    return _import_triton_kernel()[1]
-
-
-def _check_keys(
-    mem_keys: torch.Tensor,
-    mem_shrinkage: torch.Tensor | None,
-    query_keys: torch.Tensor,
-    query_selection: torch.Tensor | None,
-) -> None:
-    if mem_keys.dim() != 3 or query_keys.dim() != 3:
-        raise ValueError(
-            "mem_keys and query_keys must be B×CK×N and B×CK×HW, "
-            f"got {tuple(mem_keys.shape)} and {tuple(query_keys.shape)}"
-        )
-    b, ck, n = mem_keys.shape
-    if query_keys.shape[:2] != (b, ck):
-        raise ValueError(f"query_keys must be {b}×{ck}×HW, got {tuple(query_keys.shape)}")
-    if n == 0:
-        raise ValueError("memory_read needs at least one memory element (N = 0)")
-    if mem_shrinkage is not None and tuple(mem_shrinkage.shape) != (b, 1, n):
-        raise ValueError(f"mem_shrinkage must be {b}×1×{n}, got {tuple(mem_shrinkage.shape)}")
-    if query_selection is not None and query_selection.shape != query_keys.shape:
-        raise ValueError(f"query_selection must be {tuple(query_keys.shape)}, got {tuple(query_selection.shape)}")
+    """The backend that ``memory_read`` runs for tensors like ``tensor`` (``vos.backends``); raises
+    VosError when the requested one cannot run (kernels missing, CPU tensors without ``TRITON_INTERPRET=1``)."""
+    return "torch" if read_kernel(backend, tensor, mode) is None else "triton"
 
 
 def _read_dense(
