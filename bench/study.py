@@ -103,6 +103,7 @@ def _relevant(data: dict) -> dict:
     """A run's settings (``to_dict`` form, or as recorded by ``comparable``) without those that
     cannot change its result; idempotent, so a recorded result is reduced by the same rule."""
     data = json.loads(json.dumps(data))
+    data.pop("eval", None)  # a config section that no code read, recorded by earlier versions
     for key in ("out_dir", "checkpoint_every", "keep_checkpoints", "sample_every", "log_every"):
         data["train"].pop(key, None)
     if data["train"]["objective"] == "weak":  # the oracle's loss constants cannot change a weak run

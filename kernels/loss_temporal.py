@@ -228,9 +228,7 @@ def _temporal_bwd_kernel(
         tl.store(grad_ptr + (bn * T + t) * hw + offs, g * scale, mask=p_mask)
 
 
-def _check_options(patch: int, candidates: int, spacing: int, top_k: int, target: str, detach: str, pairs: str):
-    if pairs != "cyclic":
-        raise ValueError(f"losses.temp_pairs: only 'cyclic' is supported, got {pairs!r}")
+def _check_options(patch: int, candidates: int, spacing: int, top_k: int, target: str, detach: str):
     if target not in ("patch", "center"):
         raise ValueError(f"losses.temp_target: must be 'patch' or 'center', got {target!r}")
     detach_code(detach)
@@ -279,7 +277,7 @@ def temporal_matches(
     blocks: LossBlocks | None = None,
 ) -> torch.Tensor:
     """Triton version of ``vos.losses.temporal_matches``: kept candidates, bool B×T×C×H×W."""
-    _check_options(patch, candidates, spacing, top_k, "patch", "none", "cyclic")
+    _check_options(patch, candidates, spacing, top_k, "patch", "none")
     blocks = DEFAULT_BLOCKS if blocks is None else blocks
     count = candidates * candidates
     keep = _match_bits(lab, compute_dtype(lab), patch, candidates, spacing, top_k, gamma, tau, blocks)
@@ -344,7 +342,6 @@ def temporal_loss(
     tau: float = 0.05,
     target: str = "patch",
     detach: str = "soft",
-    pairs: str = "cyclic",
     gamma: float = 2.0,
     normalize: str = "pixels",
     obj_valid: torch.Tensor | None = None,
@@ -358,7 +355,7 @@ def temporal_loss(
     tensors, or CPU tensors under TRITON_INTERPRET=1. At most 7×7 candidates.
     """
     check_loss_shapes(logits, lab, box_mask)
-    _check_options(patch, candidates, spacing, top_k, target, detach, pairs)
+    _check_options(patch, candidates, spacing, top_k, target, detach)
     check_normalize(normalize)
     batch, objects, frames = logits.shape[:3]
     if frames < 2 or logits.numel() == 0:

@@ -574,8 +574,6 @@ def test_option_errors():
     box = torch.ones(1, 1, 2, 4, 4)
     with pytest.raises(VosError, match="temp_detach"):
         temporal_loss(logits, lab, box, detach="half")
-    with pytest.raises(VosError, match="temp_pairs"):
-        temporal_loss(logits, lab, box, pairs="all")
     with pytest.raises(VosError, match="temp_target"):
         temporal_loss(logits, lab, box, target="edge")
     with pytest.raises(VosError, match="normalize"):

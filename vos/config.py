@@ -25,7 +25,6 @@ import yaml
 
 from vos.data.config import DataConfig
 from vos.errors import ConfigError
-from vos.eval.config import EvalConfig
 from vos.losses.config import LossConfig
 from vos.memory.config import MemoryConfig
 from vos.model.config import ModelConfig
@@ -41,7 +40,6 @@ class Config:
     losses: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         self._scale_schedule()

@@ -182,15 +182,6 @@ def _evaluate(plan, out, model, memory, settings, init, size, shard, overlay, wo
     return report
 
 
-def evaluate_config(config, weights_or_model, memory: MemoryConfig | None = None, **kwargs: Any) -> dict:
-    """:func:`evaluate` from an :class:`~vos.eval.config.EvalConfig` (dataset, root, init, size,
-    out_dir, overlay); other arguments as :func:`evaluate`."""
-    return evaluate(
-        config.dataset, config.root, weights_or_model, config.out_dir,
-        init=config.init, size=config.size, memory=memory, overlay=config.overlay, **kwargs,
-    )
-
-
 # ------------------------------------------------------------------------------ one sequence
 def _run_sequence(
     job: SequenceJob, core: InferenceCore, out: Path, *, init: str, size: int, binary: bool, overlay: bool, ui: _Progress

@@ -46,7 +46,6 @@ class LossConfig:
         temp_target: "patch" (thesis: consistency with every pixel of the matched patch) or
             "center" (MaskFreeVIS: only with its centre).
         temp_detach: "soft" (eq. 3.22), "hard" (detached partner hardened to m > 0.5) or "none".
-        temp_pairs: frame pairs; "cyclic" = (t, t+1 mod T).
 
     Oracle (thesis §3.1.1, XMem):
         boot_start / boot_end / boot_p: bootstrapped CE keeps the top-p hardest pixels, p = 1 until
@@ -81,7 +80,6 @@ class LossConfig:
     temp_tau: float = 0.05
     temp_target: Literal["patch", "center"] = "patch"
     temp_detach: Literal["soft", "hard", "none"] = "soft"
-    temp_pairs: Literal["cyclic"] = "cyclic"
     # oracle
     boot_start: int = 20_000
     boot_end: int = 70_000
@@ -135,7 +133,6 @@ class LossConfig:
             "normalize": ("pixels", "edges"),
             "temp_target": ("patch", "center"),
             "temp_detach": ("soft", "hard", "none"),
-            "temp_pairs": ("cyclic",),
             "oracle_frames": ("sum", "mean"),
         }
         for name, allowed in choices.items():

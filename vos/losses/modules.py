@@ -104,7 +104,7 @@ class WeakLoss(nn.Module):
             temp = temporal_loss(
                 temp_logits, temp_lab, temp_box, patch=cfg.temp_patch, candidates=cfg.temp_candidates,
                 spacing=cfg.temp_spacing, top_k=cfg.temp_top_k, tau=cfg.temp_tau, target=cfg.temp_target,
-                detach=cfg.temp_detach, pairs=cfg.temp_pairs, gamma=cfg.temp_gamma, normalize=cfg.normalize,
+                detach=cfg.temp_detach, gamma=cfg.temp_gamma, normalize=cfg.normalize,
                 obj_valid=obj_valid, backend=cfg.backend,
             )
         total = w_proj * proj + w_pair * pair + w_temp * temp

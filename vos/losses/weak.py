@@ -364,7 +364,6 @@ def temporal_loss(
     tau: float = 0.05,
     target: str = "patch",
     detach: str = "soft",
-    pairs: str = "cyclic",
     gamma: float = 2.0,
     normalize: str = "pixels",
     obj_valid: torch.Tensor | None = None,
@@ -374,7 +373,7 @@ def temporal_loss(
 
     logits: B×N×T×H×W foreground logits; lab: B×T×3×H×W; box_mask: B×N×T×H×W {0, 1}. Scalar out.
 
-    Frame pairs (pairs="cyclic"): (t, t' = t+1 mod T) for every t — the cyclic tube over the T
+    Frame pairs: (t, t' = t+1 mod T) for every t — the cyclic tube over the T
     frames given (pass the frames that carry predictions). T = 1 has no pair and gives 0.
     For each pixel p of frame t whose position lies in the union over all T frames of the object's
     boxes, the candidates p + offset in frame t' (a candidates×candidates grid with `spacing`) are
@@ -393,8 +392,6 @@ def temporal_loss(
     loss, which the weights must account for.
     """
     _check_shapes(logits, lab, box_mask)
-    if pairs != "cyclic":
-        raise VosError(f"losses.temp_pairs: only 'cyclic' is supported, got {pairs!r}")
     if target not in ("patch", "center"):
         raise VosError(f"losses.temp_target: must be 'patch' or 'center', got {target!r}")
     if detach not in ("soft", "hard", "none"):
@@ -408,7 +405,7 @@ def temporal_loss(
     if impl is not None:
         return impl(
             logits, lab, box_mask, patch=patch, candidates=candidates, spacing=spacing, top_k=top_k,
-            tau=tau, target=target, detach=detach, pairs=pairs, gamma=gamma, normalize=normalize,
+            tau=tau, target=target, detach=detach, gamma=gamma, normalize=normalize,
             obj_valid=obj_valid,
         )
     batch, objects, frames, height, width = logits.shape
