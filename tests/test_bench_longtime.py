@@ -17,6 +17,7 @@ from vos.data.io import write_image, write_mask
 from vos.errors import DataError, VosError
 from vos.memory import InferenceCore, MemoryConfig
 from vos.model import ModelConfig, XMem
+from vos.bench.xmem_emulation import xmem_computation
 
 TINY_MEMORY = dict(
     mem_every=2, max_mid_term_frames=3, min_mid_term_frames=2, num_prototypes=4, max_long_term_elements=12
@@ -96,7 +97,8 @@ def test_fill_memory_reaches_capacity_and_stays_there():
 def test_stage_flops_counts_the_per_object_image_work():
     torch.manual_seed(0)
     cfg = ModelConfig(**TINY_MODEL)
-    ours, xmem = XMem(cfg).eval(), XMem(cfg, per_object_image=True).eval()
+    ours = XMem(cfg).eval()
+    xmem = xmem_computation(ours)
     a = stage_flops(ours, (64, 96), 2, 500, MemoryConfig())
     b = stage_flops(xmem, (64, 96), 2, 500, MemoryConfig(read_mode="dense"))
     assert a["encode_key"] == b["encode_key"] > 0

@@ -11,7 +11,7 @@ frame) so that a load change on a shared machine hits them alike and their ratio
   under ``torch.compile`` when ``compile`` is on.
 - ``ours_eager``: the same without compilation (only when ``compile`` is on: eager vs compiled).
 - ``xmem``: XMem's algorithm with the same weights — the image half of the fusion blocks and of the
-  value encoder's first convolution recomputed for every object (``XMem(per_object_image=True)``)
+  value encoder's first convolution recomputed for every object (``vos.bench.xmem_emulation.xmem_computation``)
   and the dense memory read (``MemoryConfig(read_mode="dense")``); eager (only with
   ``compare_dense``).
 
@@ -53,6 +53,7 @@ from vos.memory.core import InferenceCore
 from vos.memory.read import memory_read
 from vos.model.network import XMem
 from vos.model.weights import model_from
+from vos.bench.xmem_emulation import xmem_computation
 from vos.output import claim_files, write_text
 from vos.progress import is_terminal, progress_lines
 
@@ -448,9 +449,7 @@ def run_longtime(
             model, _ = model_from(weights if weights is not None else preset, device=dev)
             baseline = None
             if compare_dense:
-                baseline = XMem(model.config, per_object_image=True)
-                baseline.load_state_dict(model.state_dict())
-                baseline = baseline.to(dev).eval()
+                baseline = xmem_computation(model).to(dev).eval()
             if root is None:
                 n = frames if frames is not None else 3000
                 videos = [("synthetic", n, lambda n=n: synthetic_long_video(n, size, objects, seed))]

@@ -58,16 +58,11 @@ class Decoder(nn.Module):
         sensory: torch.Tensor,
         readout: torch.Tensor,
         update_sensory: bool = True,
-        per_object_image: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """f16/f8/f4 B×C×(H/16|H/8|H/4)×…, sensory B×N×CH×h×w, readout B×N×CV×h×w
-        → (sensory B×N×CH×h×w, logits B×N×H/4×W/4).
-
-        ``per_object_image``: the fuser's image half runs once per object, as in XMem (the skip
-        convolutions see only the image and run once per image in both modes, as in XMem).
-        """
+        → (sensory B×N×CH×h×w, logits B×N×H/4×W/4)."""
         batch = readout.shape[0]
-        g16 = self.fuser(f16, torch.cat([readout, sensory], 2), per_object_image)
+        g16 = self.fuser(f16, torch.cat([readout, sensory], 2))
         g8 = self.up_16_8(f8, g16)
         g4 = self.up_8_4(f4, g8)
         logits = unfold(self.pred(F.relu(fold(g4))), batch)  # B×N×1×H/4×W/4

@@ -102,29 +102,25 @@ class ValueEncoder(nn.Module):
         masks: torch.Tensor,
         others: torch.Tensor,
         deep_update: bool = True,
-        per_object_image: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image B×3×H×W, f16 B×C×H/16×W/16, sensory B×N×CH×h×w, masks/others B×N×H×W
-        → (value B×N×CV×h×w, sensory B×N×CH×h×w).
-
-        ``per_object_image``: XMem's computation — conv1 runs on the 5-channel [RGB, mask, others]
-        input of every object and the fuser's image half runs per object (same result, more work).
-        """
-        batch, objects = masks.shape[:2]
-        conv = self.conv1
-        if per_object_image:
-            rgb = image.unsqueeze(1).expand(-1, objects, -1, -1, -1)
-            five = torch.cat([rgb, masks.unsqueeze(2), others.unsqueeze(2)], 2)  # B×N×5×H×W
-            x = conv(fold(five))
-        else:
-            rgb = F.conv2d(image, conv.weight[:, :3], None, conv.stride, conv.padding)  # B×64×H/2×W/2
-            obj = torch.stack([masks, others], 2).flatten(0, 1)  # B·N×2×H×W
-            obj = F.conv2d(obj, conv.weight[:, 3:], None, conv.stride, conv.padding)
-            x = fold(unfold(obj, batch) + rgb.unsqueeze(1))
+        → (value B×N×CV×h×w, sensory B×N×CH×h×w)."""
+        batch = masks.shape[0]
+        x = self.first_conv(image, masks, others)
         # maxpool before ReLU as XMem (they commute)
         x = F.relu(F.max_pool2d(self.bn1(x), kernel_size=3, stride=2, padding=1))
         x = self.layer3(self.layer2(self.layer1(x)))
-        value = self.fuser(f16, unfold(x, batch), per_object_image)
+        value = self.fuser(f16, unfold(x, batch))
         if deep_update:
             sensory = self.hidden_reinforce(value, sensory)
         return value, sensory
+
+    def first_conv(self, image: torch.Tensor, masks: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """conv1 on each object's [RGB, mask, others] with the RGB part computed once per image (the
+        convolution is linear, so it splits exactly): B×3×H×W, B×N×H×W ×2 → B·N×64×H/2×W/2."""
+        batch = masks.shape[0]
+        conv = self.conv1
+        rgb = F.conv2d(image, conv.weight[:, :3], None, conv.stride, conv.padding)  # B×64×H/2×W/2
+        obj = torch.stack([masks, others], 2).flatten(0, 1)  # B·N×2×H×W
+        obj = F.conv2d(obj, conv.weight[:, 3:], None, conv.stride, conv.padding)
+        return fold(unfold(obj, batch) + rgb.unsqueeze(1))

@@ -22,16 +22,14 @@ class FeatureFusionBlock(nn.Module):
         self.attention = CBAM(mid_dim)
         self.block2 = GroupResBlock(mid_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor, per_object_image: bool = False) -> torch.Tensor:
-        """``per_object_image``: XMem's own computation — x is concatenated to every object's g and the
-        whole first block runs per object (same result, more work; the benchmark baseline)."""
-        if per_object_image:
-            expanded = x.unsqueeze(1).expand(-1, g.shape[1], -1, -1, -1)
-            g = self.block1(torch.cat([expanded, g], 2))
-        else:
-            g = self.block1.forward_split(x, g)
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        g = self.first_block(x, g)
         g = g + unfold(self.attention(fold(g)), g.shape[0])
         return self.block2(g)
+
+    def first_block(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """block1 on cat[x, g] with x's half computed once per image: B×Cx×H×W, B×N×Cg×H×W → B×N×Cmid×H×W."""
+        return self.block1.forward_split(x, g)
 
 
 def gru_gate(values: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -24,17 +24,14 @@ class XMem(nn.Module):
     running statistics and stays in eval mode whatever ``train()`` asks; BN affine weights still learn.
     ``config.pretrained`` loads torchvision's ImageNet weights into both ResNet trunks here (a download
     on first use; CheckpointError when it cannot be had).
-
-    ``per_object_image`` (an attribute, also settable later): compute the image half of the fusion
-    blocks and of the value encoder's first convolution once per object, exactly as XMem does,
-    instead of once per frame. Same outputs, same weights, more work — the benchmarks' baseline
-    ("XMem's algorithm").
+    The image half of the fusion blocks and of the value encoder's first convolution is computed
+    once per frame, where XMem computes it once per object (same outputs; ``vos.bench.xmem_emulation``
+    rebuilds XMem's way for the benchmarks).
     """
 
-    def __init__(self, config: ModelConfig | None = None, per_object_image: bool = False) -> None:
+    def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else ModelConfig()
-        self.per_object_image = per_object_image
         cfg = self.config
         c16, c8, c4 = cfg.key_encoder_channels
         self.key_encoder = KeyEncoder(cfg.key_encoder)
@@ -106,7 +103,7 @@ class XMem(nn.Module):
         input sensory when ``deep_update`` is False). Each object also sees Σ_{j≠i} masks_j.
         """
         others = masks.sum(dim=1, keepdim=True) - masks
-        return self.value_encoder(image, f16, sensory, masks, others, deep_update, self.per_object_image)
+        return self.value_encoder(image, f16, sensory, masks, others, deep_update)
 
     def read_memory(
         self,
@@ -154,7 +151,7 @@ class XMem(nn.Module):
         before aggregation, as XMem does in training.
         """
         f16, f8, f4 = features
-        sensory, logits = self.decoder(f16, f8, f4, sensory, readout, update_sensory, self.per_object_image)
+        sensory, logits = self.decoder(f16, f8, f4, sensory, readout, update_sensory)
         logits = F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
         return sensory, logits, object_probs(logits, selector)
 
