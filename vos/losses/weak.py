@@ -127,32 +127,77 @@ def _edge_rows(
     a, b: B×N×T×H×W logits of the centres and of their partners' frames; the offsets are the grid
     of `_offset_grid(·, radius, step)`; weight_row(i): B×N×T×D×H×W weights of offset row i (0 = no
     edge; partners outside the image must have weight 0). One row of offsets at a time bounds the
-    memory to D× the input. The per-pixel parts of the edge loss (softplus of each end) are computed
-    once; "soft" is applied to the sums (see `consistency`).
+    memory to D× the input. The gradient is formed in the same pass, in closed form
+    (`_EdgeSum`), so no graph of the D² per-offset terms is kept.
     """
-    soft_a = F.softplus(a)[:, :, :, None]
-    a_row = a[:, :, :, None]
-    b_grid = _offset_grid(b, radius, step)
-    soft_b_grid = _offset_grid(F.softplus(b), radius, step)
-    if detach == "hard":
-        label_a = (a.detach() > 0).to(a.dtype)[:, :, :, None]
-        label_b_grid = _offset_grid((b.detach() > 0).to(a.dtype), radius, step)
-    sums = a.new_zeros(a.shape[:3])
-    counts = a.new_zeros(a.shape[:3])
-    for i in range(b_grid.shape[3]):
-        weight = weight_row(i)
-        partner = b_grid[:, :, :, i]
-        if detach == "hard":
-            # ½(BCE(a, y_b) + BCE(b, y_a)) with BCE(x, y) = softplus(x) − y·x
-            edge = 0.5 * (soft_a - label_b_grid[:, :, :, i] * a_row + soft_b_grid[:, :, :, i] - label_a * partner)
-        else:
-            edge = soft_a + soft_b_grid[:, :, :, i] - F.softplus(a_row + partner)
-        sums = sums + (edge * weight).sum(dim=(-3, -2, -1))
-        counts = counts + weight.sum(dim=(-3, -2, -1))
-    if detach == "soft":
-        # eq. 3.22 summed over edges: ½(L + sg(L)) is linear, so it applies to the sums directly.
-        sums = _half_gradient(sums)
-    return sums, counts
+    if detach not in ("soft", "none", "hard"):
+        raise VosError(f"losses.temp_detach: must be 'soft', 'hard' or 'none', got {detach!r}")
+    return _EdgeSum.apply(a, b, radius, step, weight_row, detach)
+
+
+class _EdgeSum(torch.autograd.Function):
+    """`_edge_rows` with its gradient computed alongside the value.
+
+    Per edge (p, r = p + δ) with weight w and x = a(p) + b(r):
+    "none": L = sp(a) + sp(b) − sp(x) (eq. 3.15's −log P(same label)), ∂L/∂a = σ(a) − σ(x),
+    ∂L/∂b = σ(b) − σ(x); "soft" (eq. 3.22): the same value with half that gradient (see
+    `consistency`); "hard": L = ½(sp(a) − y_b·a + sp(b) − y_a·b) with y = [logit > 0] held fixed,
+    ∂L/∂a = ½(σ(a) − y_b), ∂L/∂b = ½(σ(b) − y_a). The gradients with respect to a are summed over
+    offsets at p; those with respect to b are scattered back to r = p + δ in a padded buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b, radius, step, weight_row, detach):  # noqa: D102 - see the class docstring
+        with torch.no_grad():
+            height, width = a.shape[-2:]
+            soft_a = F.softplus(a)
+            sig_a = torch.sigmoid(a)
+            a_row = a[:, :, :, None]
+            b_grid = _offset_grid(b, radius, step)
+            soft_b_grid = _offset_grid(F.softplus(b), radius, step)
+            sig_b_grid = _offset_grid(torch.sigmoid(b), radius, step)
+            if detach == "hard":
+                label_a = (a > 0).to(a.dtype)
+                label_b_grid = _offset_grid((b > 0).to(a.dtype), radius, step)
+            sums = a.new_zeros(a.shape[:3])
+            counts = a.new_zeros(a.shape[:3])
+            grad_a = torch.zeros_like(a)
+            grad_b = _pad(torch.zeros_like(b), radius)  # indexed by partner position + radius
+            size = b_grid.shape[3]
+            for i in range(size):
+                weight = weight_row(i).to(a.dtype)
+                partner = b_grid[:, :, :, i]
+                if detach == "hard":
+                    label_b = label_b_grid[:, :, :, i]
+                    edge = 0.5 * (soft_a[:, :, :, None] - label_b * a_row + soft_b_grid[:, :, :, i] - label_a[:, :, :, None] * partner)
+                    d_a = 0.5 * (sig_a[:, :, :, None] - label_b)
+                    d_b = 0.5 * (sig_b_grid[:, :, :, i] - label_a[:, :, :, None])
+                else:
+                    x = a_row + partner
+                    sig_x = torch.sigmoid(x)
+                    edge = soft_a[:, :, :, None] + soft_b_grid[:, :, :, i] - F.softplus(x)
+                    d_a = sig_a[:, :, :, None] - sig_x
+                    d_b = sig_b_grid[:, :, :, i] - sig_x
+                weighted = edge * weight
+                sums += weighted.sum(dim=(-3, -2, -1))
+                counts += weight.expand_as(edge).sum(dim=(-3, -2, -1))
+                grad_a += (d_a * weight).sum(dim=-3)
+                d_b = d_b * weight  # B×N×T×D×H×W, column j: partner at (y + i·step − r, x + j·step − r)
+                for j in range(size):
+                    grad_b[..., i * step : i * step + height, j * step : j * step + width] += d_b[:, :, :, j]
+            grad_b = grad_b[..., radius : radius + height, radius : radius + width]
+            if detach == "soft":
+                grad_a *= 0.5
+                grad_b *= 0.5
+        ctx.save_for_backward(grad_a, grad_b)
+        ctx.mark_non_differentiable(counts)
+        return sums, counts
+
+    @staticmethod
+    def backward(ctx, grad_sums, grad_counts):  # noqa: D102
+        grad_a, grad_b = ctx.saved_tensors
+        scale = grad_sums[..., None, None]
+        return grad_a * scale, grad_b * scale, None, None, None, None
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
