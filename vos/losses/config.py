@@ -18,11 +18,10 @@ class LossConfig:
             first `warmup_iters` iterations (thesis §4.3: 10k); 0 disables the ramp.
         stride: loss resolution = input resolution / stride (4; 1 = full resolution). Frames
             and the network's probabilities are area-averaged down to it.
-        temp_stride: the temporal loss's own resolution (None = `stride`). Its patch target reads
-            (candidates·spacing + patch)² neighbours per pixel, ~6× the pairwise loss's cost at the
-            same stride, so a coarser temporal resolution keeps full-resolution projection and
-            pairwise terms affordable on a CPU (MaskFreeVIS also applies its temporal loss to
-            low-resolution masks).
+        temp_stride: the temporal loss's own resolution (None = `stride`). With the patch target a
+            pixel has up to 81 partner offsets (a 9×9 window for 3×3 candidates 3 apart and 3×3
+            patches) against the pairwise loss's 8, so a coarser temporal resolution is the way to
+            afford full-resolution projection and pairwise terms on a CPU.
         backend: "auto" (Triton kernels from `vos.kernels.losses` on CUDA when present, else PyTorch; `vos.backends`),
             "torch", or "triton".
 
