@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from vos.bench.environment import default_device, environment
+from vos.device import synchronize
 from vos.errors import VosError
 from vos.output import claim_files, io_error, write_text
 from vos.progress import log_lines
@@ -122,16 +123,11 @@ def _variants(device: torch.device, compile_: bool) -> tuple[dict[str, Callable]
     return variants, skipped
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fn: Callable, tensors: dict, device: torch.device) -> tuple[float, tuple]:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn(tensors)
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) * 1e3, out
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from vos.bench.environment import default_device, environment
+from vos.device import synchronize
 from vos.errors import VosError
 from vos.output import claim_files, io_error, write_text
 from vos.progress import log_lines
@@ -134,16 +135,11 @@ def _loss_fn(name: str, backend: str, cfg: LossConfig) -> Callable:
 
 
 # ----------------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable, device: torch.device) -> tuple[float, object]:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) * 1e3, out
 
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vos.bench.longtime import (
-    fill_memory, long_time_videos, run_longtime, stage_flops, summarize_memory, synthetic_long_video,
-)
+from vos.bench.longtime import run_longtime, summarize_memory
 from vos.bench.plot import Panel, save_histogram, save_plot
+from vos.bench.probes import fill_memory, stage_flops
+from vos.bench.videos import long_time_videos, synthetic_long_video
+from vos.bench.xmem_emulation import xmem_computation
 from vos.data.io import write_image, write_mask
 from vos.errors import DataError, VosError
 from vos.memory import InferenceCore, MemoryConfig
 from vos.model import ModelConfig, XMem
-from vos.bench.xmem_emulation import xmem_computation
 
 TINY_MEMORY = dict(
     mem_every=2, max_mid_term_frames=3, min_mid_term_frames=2, num_prototypes=4, max_long_term_elements=12

@@ -12,13 +12,13 @@ import torch
 import torch._dynamo
 from torch._dynamo.backends.registry import lookup_backend
 
+from vos.bench.xmem_emulation import xmem_computation
 from vos.memory import InferenceCore, MemoryConfig
 from vos.memory.read import memory_read
 from vos.memory.store import compiled_read
 from vos.model import ModelConfig, XMem
 from vos.model.compile import CompiledStages, compiled_stages, unwrap
 from vos.train.recurrence import ClipRecurrence
-from vos.bench.xmem_emulation import xmem_computation
 
 H, W = 48, 64  # 3×4 = 12 memory elements per frame
 

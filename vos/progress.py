@@ -67,3 +67,30 @@ def log_lines(label: str, total: int | None, unit: str = "items") -> Iterator[Ca
         return
     with progress_lines(label, total, unit=unit) as advance:
         yield advance
+
+
+@contextmanager
+def progress(
+    label: str, total: int | None, unit: str = "items", start: int = 0, enabled: bool = True
+) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(n=1, info="")``: a rich bar on a terminal (``info``, e.g. the loss, beside it),
+    :func:`progress_lines` otherwise, nothing when not ``enabled``. The one progress display of the
+    long-running commands."""
+    if not enabled:
+        yield lambda n=1, info="": None
+        return
+    if not is_terminal():
+        with progress_lines(label, total, unit=unit, start=start) as advance:
+            yield advance
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(label, total=total, completed=start, info="")
+
+        def advance(n: int = 1, info: str = "") -> None:
+            bar.update(task, advance=n, info=info)
+
+        yield advance

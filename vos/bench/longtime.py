@@ -1,4 +1,6 @@
-"""``vos bench --video longtime``: inference speed and memory over a long video.
+"""``vos bench --video longtime``: inference speed and memory over a long video (the run, its summary
+and plots; the videos are in ``vos.bench.videos``, the memory, FLOP and GEMM probes in
+``vos.bench.probes``).
 
 The video is the Long-Time Video set (``root``: ``JPEGImages/<video>/`` + ``Annotations/<video>/``,
 or its ``long_video`` folder) or, without a root, a built-in synthetic video generated frame by frame
@@ -34,287 +36,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from vos.bench.plot import Panel, save_plot
 from vos.bench.plot import available as plot_available
-from vos.data.io import list_frames, read_image, read_mask
+from vos.bench.probes import device_name, fill_memory, gemm_gflops, process_memory, stage_flops
+from vos.bench.videos import file_video, long_time_videos, synthetic_long_video
+from vos.bench.xmem_emulation import xmem_computation
+from vos.device import synchronize
 from vos.errors import DataError, VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
-from vos.memory.read import memory_read
-from vos.model.network import XMem
 from vos.model.weights import model_from
-from vos.bench.xmem_emulation import xmem_computation
 from vos.output import claim_files, write_text
 from vos.progress import is_terminal, progress_lines
-
-LONG_TIME_LAYOUT = "ROOT/JPEGImages/<video>/*.jpg and ROOT/Annotations/<video>/*.png (or ROOT/long_video/…)"
-
-
-# --------------------------------------------------------------------------- videos
-def synthetic_long_video(
-    frames: int, size: int = 480, objects: int = 2, seed: int = 0
-) -> tuple[tuple[int, int], Iterator[tuple[torch.Tensor, torch.Tensor | None]]]:
-    """A long synthetic video made on the fly: ((H, W), iterator of (float 3×H×W in [0, 1], mask)).
-
-    H = ``size``, W = 16:9 of it (854 at 480, like DAVIS's 480p). The mask (uint8 H×W ids 1..objects)
-    comes with frame 0 only. Objects are textured ellipses with a hole (a box is a poor mask) on
-    periodic Lissajous paths of different periods, so they cross and occlude each other for any
-    number of frames; the background is a smooth random texture that pans slowly.
-    """
-    if frames < 1 or size < 16 or objects < 1:
-        raise VosError(f"synthetic video: frames, objects must be ≥ 1 and size ≥ 16, got {frames}, {objects}, {size}")
-    h, w = size, int(round(size * 854 / 480))
-    g = torch.Generator().manual_seed(seed)
-    pan = max(8, w // 8)
-    coarse = torch.rand(1, 3, 6, 12, generator=g)
-    fine = torch.rand(1, 3, 24, 48, generator=g)
-    background = 0.7 * F.interpolate(coarse, size=(h, w + pan), mode="bicubic", align_corners=False)[0]
-    background += 0.3 * F.interpolate(fine, size=(h, w + pan), mode="bilinear", align_corners=False)[0]
-    background = background.clamp(0, 1)
-    ys = torch.arange(h, dtype=torch.float32).view(h, 1)
-    xs = torch.arange(w, dtype=torch.float32).view(1, w)
-    params = []
-    for k in range(objects):
-        r = torch.rand(8, generator=g).tolist()
-        params.append({
-            "color": torch.rand(3, generator=g).view(3, 1, 1) * 0.8 + 0.2,
-            "a": (0.12 + 0.08 * r[0]) * h, "b": (0.07 + 0.06 * r[1]) * h,
-            "period_x": 300 + 400 * r[2], "period_y": 250 + 350 * r[3], "spin": 200 + 300 * r[4],
-            "phase": 6.283 * r[5], "cx": (0.3 + 0.4 * r[6]) * w, "cy": (0.3 + 0.4 * r[7]) * h, "k": k,
-        })
-
-    def render(t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shift = int(round(pan / 2 * (1 + math.sin(2 * math.pi * t / 900))))
-        image = background[:, :, shift : shift + w].clone()
-        index = torch.zeros(h, w, dtype=torch.uint8)
-        for p in params:
-            cx = p["cx"] + 0.3 * w * math.sin(2 * math.pi * t / p["period_x"] + p["phase"])
-            cy = p["cy"] + 0.25 * h * math.sin(2 * math.pi * t / p["period_y"] + 2 * p["phase"])
-            angle = 2 * math.pi * t / p["spin"]
-            dx, dy = xs - cx, ys - cy
-            u = (math.cos(angle) * dx + math.sin(angle) * dy) / p["a"]
-            v = (-math.sin(angle) * dx + math.cos(angle) * dy) / p["b"]
-            r2 = u * u + v * v
-            inside = (r2 < 1) & ((u - 0.3) ** 2 + v * v > 0.08)  # an off-centre hole
-            stripes = 0.75 + 0.25 * torch.sin(8 * u + 3 * v)
-            image = torch.where(inside, p["color"] * stripes, image)
-            index[inside] = p["k"] + 1
-        return image, index
-
-    def frames_iter() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        for t in range(frames):
-            image, index = render(t)
-            yield image, (index if t == 0 else None)
-
-    return (h, w), frames_iter()
-
-
-def long_time_videos(root: str | os.PathLike) -> list[tuple[str, list[Path], Path]]:
-    """The Long-Time Video set's videos: (name, frame paths, first-frame annotation path)."""
-    root = Path(root)
-    base = root / "long_video" if (root / "long_video" / "JPEGImages").is_dir() else root
-    images, annotations = base / "JPEGImages", base / "Annotations"
-    if not images.is_dir() or not annotations.is_dir():
-        raise DataError(f"{root}: not a Long-Time Video root; expected {LONG_TIME_LAYOUT}")
-    videos = []
-    for folder in sorted(p for p in images.iterdir() if p.is_dir()):
-        frames = list_frames(folder)
-        if not frames:
-            raise DataError(f"{folder}: video without frames")
-        first = annotations / folder.name / f"{frames[0].stem}.png"
-        if not first.is_file():
-            raise DataError(f"{first}: first-frame annotation missing (expected {LONG_TIME_LAYOUT})")
-        videos.append((folder.name, frames, first))
-    if not videos:
-        raise DataError(f"{images}: no videos; expected {LONG_TIME_LAYOUT}")
-    return videos
-
-
-def _process_size(h: int, w: int, shorter: int) -> tuple[int, int]:
-    if shorter == -1 or min(h, w) == shorter:
-        return h, w
-    return (shorter, int(shorter * w / h)) if h <= w else (int(shorter * h / w), shorter)
-
-
-def _file_video(
-    frames: list[Path], first: Path, size: int
-) -> tuple[tuple[int, int], Iterator[tuple[torch.Tensor, torch.Tensor | None]]]:
-    """Frames read one at a time, resized so that the shorter side is ``size``; mask on frame 0."""
-    h, w = read_image(frames[0]).shape[1:]
-    out = _process_size(h, w, size)
-    mask = read_mask(first)
-    if tuple(mask.shape) != (h, w):
-        raise DataError(f"{first}: mask is {tuple(mask.shape)}, frames are {(h, w)}")
-    mask = F.interpolate(mask[None, None].float(), size=out, mode="nearest")[0, 0].to(torch.uint8)
-
-    def it() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        for t, path in enumerate(frames):
-            image = read_image(path).float().div_(255)
-            if tuple(image.shape[1:]) != (h, w):
-                raise DataError(f"{path}: frame is {tuple(image.shape[1:])}, the first is {(h, w)}")
-            if out != (h, w):
-                image = F.interpolate(image[None], size=out, mode="bilinear", align_corners=False, antialias=True)[0]
-            yield image, (mask if t == 0 else None)
-
-    return out, it()
-
-
-# --------------------------------------------------------------------------- measurements
-def process_memory() -> dict[str, float | None]:
-    """Resident and peak resident memory of this process in MiB (None where the OS does not say)."""
-    rss = peak = None
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1]) / 1024
-                elif line.startswith("VmHWM:"):
-                    peak = int(line.split()[1]) / 1024
-    except OSError:
-        try:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        except (ImportError, OSError):
-            pass
-    return {"rss_mib": rss, "peak_rss_mib": peak}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def gemm_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` fp32 GEMM rate (GFLOP/s) of ``device`` with the current thread count."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = math.inf
-    with torch.inference_mode():
-        a @ b
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            a @ b
-            _sync(device)
-            best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
-
-
-def stage_flops(
-    model: XMem,
-    padded_size: tuple[int, int],
-    objects: int,
-    memory_elements: int,
-    memory: MemoryConfig,
-) -> dict[str, float]:
-    """GFLOP per frame of every stage at these shapes (2 FLOPs per multiply-add), averaged over
-    memory frames (every ``mem_every``-th: value encoder, decoder without its own sensory update) and
-    the others (decoder with it). The memory read at ``memory_elements`` elements per group, in
-    ``memory.read_mode``; the sparse read's gather (k·HW·C multiply-adds) is counted by hand since
-    the FLOP counter does not see ``embedding_bag``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    param = next(model.parameters())
-    dev, dt = param.device, param.dtype
-    hp, wp = padded_size
-    h, w = hp // 16, wp // 16
-    cfg = model.config
-    every = memory.mem_every
-
-    def count(fn) -> float:
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            fn()
-        return counter.get_total_flops() / 1e9
-
-    image = torch.zeros(1, 3, hp, wp, device=dev, dtype=dt)
-    masks = torch.zeros(1, objects, hp, wp, device=dev, dtype=dt)
-    sensory = torch.zeros(1, objects, cfg.hidden_dim, h, w, device=dev, dtype=dt)
-    readout = torch.zeros(1, objects, cfg.value_dim, h, w, device=dev, dtype=dt)
-    with torch.inference_mode():
-        _, _, _, features = model.encode_key(image)
-    key_mem = count(lambda: model.encode_key(image, need_shrinkage=True))
-    key_other = count(lambda: model.encode_key(image, need_shrinkage=False))
-    dec_update = count(lambda: model.decode(features, sensory, readout, update_sensory=True))
-    dec_plain = count(lambda: model.decode(features, sensory, readout, update_sensory=False))
-    value = count(lambda: model.encode_value(image, features[0], sensory, masks, deep_update=True))
-    n, hw, ck = memory_elements, h * w, cfg.key_dim
-    c = objects * cfg.value_dim
-    mk = torch.zeros(1, ck, n, device=dev, dtype=dt)
-    ms = torch.ones(1, 1, n, device=dev, dtype=dt)
-    qk = torch.zeros(1, ck, hw, device=dev, dtype=dt)
-    mv = torch.zeros(1, c, n, device=dev, dtype=dt)
-    read = count(lambda: memory_read(mk, ms, qk, qk, mv, top_k=memory.top_k, mode=memory.read_mode, backend="torch"))
-    if memory.read_mode == "sparse":
-        read += 2 * min(memory.top_k, n) * hw * c / 1e9
-    sync_deep = memory.deep_update_every < 0
-    decode = ((every - 1) * dec_update + (dec_plain if sync_deep else dec_update)) / every
-    out = {
-        "encode_key": ((every - 1) * key_other + key_mem) / every,
-        "read": read,
-        "decode": decode,
-        "encode_value": value / every,
-    }
-    out["total"] = sum(out.values())
-    return out
-
-
-def fill_memory(core: InferenceCore, seed: int = 0, jitter: float = 0.05) -> int:
-    """Fill every object group's memory to capacity: the long-term memory until a consolidation no
-    longer grows it (its cap, pruned and refilled), then the working memory to
-    ``max_mid_term_frames − 1`` frames — by storing copies of the group's first frame whose keys and
-    values carry a little noise (``jitter`` × their std). The prototypes are made by the ordinary
-    consolidation, the pruning is the ordinary pruning. Returns the memory frames stored."""
-    mem, cfg = core.memory, core.config
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    stored = 0
-    for group in mem.groups:
-        hw = group.hw
-        first = group.view(group.num_long_term, group.num_long_term + hw)
-        key, shrinkage, selection = first.key.clone(), first.shrinkage.clone(), first.selection.clone()
-        bsz, n_obj = key.shape[0], len(group.object_ids)
-        values = first.values.transpose(1, 2).reshape(bsz, n_obj, -1, hw).clone()
-        k_std, v_std = float(key.float().std()), float(values.float().std())
-
-        def add() -> None:
-            nonlocal stored
-            k = key + (torch.randn(key.shape, generator=g) * (jitter * k_std)).to(key.device, key.dtype)
-            v = values + (torch.randn(values.shape, generator=g) * (jitter * v_std)).to(values.device, values.dtype)
-            group.add_frame(k, shrinkage, selection, v)
-            stored += 1
-
-        while cfg.enable_long_term:
-            before, consolidations = group.num_long_term, group.consolidations
-            add()
-            if group.consolidations > consolidations and group.num_long_term == before:
-                break
-        while group.working_frames < cfg.max_mid_term_frames - 1:
-            add()
-    return stored
-
 
 # --------------------------------------------------------------------------- the run
 @dataclasses.dataclass
@@ -456,7 +196,7 @@ def run_longtime(
             else:
                 videos = [
                     (name, len(paths[: frames or None]),
-                     lambda paths=paths, first=first: _file_video(paths[: frames or None], first, size))
+                     lambda paths=paths, first=first: file_video(paths[: frames or None], first, size))
                     for name, paths, first in long_time_videos(root)
                 ]
             machine_gflops = gemm_gflops(dev) if count_flops else None
@@ -542,10 +282,10 @@ def _run_video(
             labels = {}
             for v in order:
                 before = dict(v.core.stage_times)
-                _sync(dev)
+                synchronize(dev)
                 start = time.perf_counter()
                 probs = v.core.step(image, mask)
-                _sync(dev)
+                synchronize(dev)
                 v.seconds.append(time.perf_counter() - start)
                 for s in InferenceCore.STAGES:
                     v.stages[s].append(v.core.stage_times[s] - before[s])

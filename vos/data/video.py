@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -112,6 +113,8 @@ class VideoFileFrames(FrameSource):
         self._own_cache = cache_dir is None
         self.cache = Path(tempfile.mkdtemp(prefix="vos-frames-")) if cache_dir is None else Path(cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
+        # a temporary cache goes with the object even when close() is never called
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.cache, True) if self._own_cache else None
         self._decoded = 0
         self._done = False
 
@@ -152,8 +155,8 @@ class VideoFileFrames(FrameSource):
         if not self._done:
             self._container.close()
             self._done = True
-        if self._own_cache:
-            shutil.rmtree(self.cache, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
 
 class StreamFrames(FrameSource):

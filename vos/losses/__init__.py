@@ -9,7 +9,8 @@ from vos.losses.color import frames_to_lab, rgb_to_lab
 from vos.losses.config import LossConfig
 from vos.losses.modules import OracleLoss, WeakLoss, warmup_scale
 from vos.losses.oracle import bootstrap_p, bootstrapped_ce, dice_loss
-from vos.losses.resample import area_downsample, box_masks, box_prompt_masks, downsample_agg_logits, foreground_logits
+from vos.data.boxes import box_masks, box_prompt_masks
+from vos.losses.resample import area_downsample, downsample_agg_logits, foreground_logits
 from vos.losses.weak import (
     consistency,
     pair_nll,

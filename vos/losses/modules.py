@@ -8,7 +8,8 @@ from torch import nn
 from vos.losses.color import frames_to_lab
 from vos.losses.config import LossConfig
 from vos.losses.oracle import bootstrap_p, bootstrapped_ce, dice_loss
-from vos.losses.resample import box_masks, downsample_agg_logits, foreground_logits
+from vos.data.boxes import box_masks
+from vos.losses.resample import downsample_agg_logits, foreground_logits
 from vos.losses.weak import pairwise_loss, projection_loss, temporal_loss
 
 

@@ -10,7 +10,7 @@ anything, and nearest/bilinear sampling would ignore most input pixels. The per-
 logits are then taken from the downsampled distribution with `foreground_logits`. Since XMem's
 decoder predicts at stride 4 and upsamples bilinearly, area-averaging back to stride 4 is close to
 the decoder's own resolution. The RGB frames are area-averaged the same way before Lab
-(`frames_to_lab`), and boxes are rasterised directly at the loss resolution (`box_masks`).
+(`frames_to_lab`), and boxes are rasterised directly at the loss resolution (`vos.data.boxes.box_masks`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from vos.data.boxes import box_masks, box_prompt_masks  # noqa: F401 - the loss's box rasteriser
 from vos.errors import VosError
 from vos.kernels.checks import check_divisible
 

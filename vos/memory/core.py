@@ -28,6 +28,7 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
+from vos.device import synchronize
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.store import InferenceMemory
@@ -362,12 +363,10 @@ class InferenceCore:
         if not self.profile:
             yield
             return
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         start = time.perf_counter()
         yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         self.stage_times[name] += time.perf_counter() - start
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from vos.errors import VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.session import DIRECTIONS, VideoPredictor
 from vos.output import claim_output
-from vos.progress import is_terminal, progress_lines
+from vos.progress import progress as show_progress
 
 
 def segment_video(
@@ -113,7 +113,7 @@ def segment_video(
         written = []
         total = session.frames.count
         expected = None if total is None else {"forward": total - frame, "backward": frame + 1, "both": total}[direction]
-        with _progress(progress, expected, input_path.name) as advance:
+        with show_progress(f"segment {input_path.name}", expected, unit="frames", enabled=progress) as advance:
             for k, ids in session.propagate(frame, direction):
                 exporter.write(session.frames.name(k), ids)
                 written.append(k)
@@ -148,21 +148,3 @@ def _write_overlays(session, path: Path, prompt: tuple[int, Mapping]) -> None:
         done = True
     finally:
         writer.close(success=done)
-
-
-@contextmanager
-def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callback; a rich progress bar on a terminal, plain lines otherwise."""
-    if not enabled:
-        yield lambda: None
-        return
-    if not is_terminal():
-        with progress_lines(f"segment {label}", total, unit="frames") as advance:
-            yield advance
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(f"segment {label}", total=total)
-        yield lambda: bar.advance(task)

@@ -37,6 +37,7 @@ import torch
 
 from vos.data.boxes import check_box
 from vos.data.video import FrameSource, open_frames
+from vos.device import synchronize
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
@@ -218,7 +219,7 @@ class VideoSession:
         while k >= 0 and (end is None or (k - end) * step <= 0) and self.frames.exists(k):
             image = self.frames[k]
             mask, boxes = self._prompts_at(k, initial=first)
-            _sync(core.device)
+            synchronize(core.device)
             began = time.perf_counter()
             probs = core.step(image, mask=mask or None, boxes=boxes or None)
             ids = core.to_ids(probs).cpu()
@@ -279,12 +280,6 @@ class VideoSession:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a timing covers only what it names."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _split_mask(mask: torch.Tensor | Mapping[int, torch.Tensor], size: tuple[int, int]) -> dict[int, torch.Tensor]:

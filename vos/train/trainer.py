@@ -22,11 +22,11 @@ from vos.config import Config, save_config, to_dict
 from vos.data.clips import ClipDataset, DrawSampler, collate
 from vos.errors import VosError
 from vos.losses import OracleLoss, WeakLoss
-from vos.losses.resample import box_prompt_masks
+from vos.data.boxes import box_prompt_masks
 from vos.model.network import XMem
 from vos.model.resnet import update_batchnorm_statistics_
 from vos.model.weights import load_model, save_weights
-from vos.progress import is_terminal, progress_lines
+from vos.progress import progress as show_progress
 from vos.output import claim_output
 from vos.train.checkpoint import RESUME_MAY_DIFFER, check_resume_settings, is_training_run, load_checkpoint, save_checkpoint
 from vos.train.recurrence import ClipRecurrence
@@ -238,34 +238,13 @@ class _progress_bar:
 
     def __init__(self, enabled: bool, start: int, total: int):
         self.enabled, self.start, self.total = enabled, start, total
-        self._progress = None
-        self._lines = None
 
     def __enter__(self) -> Callable[..., None]:
-        if not self.enabled:
-            return lambda loss=None: None
-        if not is_terminal():
-            self._lines = progress_lines("training", self.total, unit="it", start=self.start)
-            step = self._lines.__enter__()
-            return lambda loss=None: step(1, "" if loss is None else f"loss {loss:.4f}")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                  TextColumn("{task.fields[loss]}"))
-        self._progress.__enter__()
-        task = self._progress.add_task("train", total=self.total, completed=self.start, loss="")
-
-        def advance(loss: float | None = None) -> None:
-            self._progress.advance(task)
-            if loss is not None:
-                self._progress.update(task, loss=f"loss {loss:.4f}")
-
-        return advance
+        self._display = show_progress("training", self.total, unit="it", start=self.start, enabled=self.enabled)
+        step = self._display.__enter__()
+        return lambda loss=None: step(1, "" if loss is None else f"loss {loss:.4f}")
 
     def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        if self._lines is not None:
-            self._lines.__exit__(*exc)
+        self._display.__exit__(*exc)
 
 
