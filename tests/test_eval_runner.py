@@ -24,7 +24,7 @@ from vos.errors import VosError
 from vos.eval import runner
 from vos.eval.runner import evaluate, parse_shard
 from vos.eval.sources import x3_order
-from vos.model.weights import build_model, load_model
+from vos.model.weights import build_model
 
 SPEC = SyntheticSpec(videos=4, frames=6, height=64, width=96, seed=5, val_fraction=0.75)
 

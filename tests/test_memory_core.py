@@ -6,7 +6,7 @@ from torch import nn
 
 from vos.errors import VosError
 from vos.memory import InferenceCore, MemoryConfig
-from vos.model.weights import build_model, load_model
+from vos.model.weights import build_model
 
 H, W = 32, 40
 

@@ -10,7 +10,7 @@ from PIL import Image
 from vos.data.io import DAVIS_PALETTE, read_image, read_mask, write_image, write_mask
 from vos.errors import VosError
 from vos.memory import MemoryConfig, segment_video
-from vos.model.weights import build_model, load_model
+from vos.model.weights import build_model
 
 H, W = 40, 56
 HAVE_AV = importlib.util.find_spec("av") is not None

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from vos.data.io import list_frames, read_image, read_mask
-from vos.errors import DataError
+from vos.errors import DataError, VosError
 from vos.model.preprocess import resize_image, resize_index_mask, shorter_side_size
 
 LONG_TIME_LAYOUT = "ROOT/JPEGImages/<video>/*.jpg and ROOT/Annotations/<video>/*.png (or ROOT/long_video/…)"

@@ -13,7 +13,6 @@ interrupted save never looks complete and ``--resume`` always finds a whole chec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
