@@ -361,19 +361,6 @@ def score_cmd(
     console.print(f"protocol: {report['protocol']} ({how})")
 
 
-def _bench_script(name: str):
-    """Load bench/<name>.py of the source tree (benchmarks are scripts, not an installed package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent / "bench" / f"{name}.py"
-    if not path.is_file():
-        raise VosError(f"{path}: kernel benchmarks need the source tree (git clone; pip install -e .)")
-    spec = importlib.util.spec_from_file_location(f"vos_bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @app.command("bench")
 def bench_cmd(
     video: Optional[str] = typer.Option(None, "--video", help="longtime: FPS and memory over a long video."),
@@ -400,7 +387,10 @@ def bench_cmd(
             raise VosError(f"--video {video!r}: the only video benchmark is 'longtime'")
         from vos.output import claim_files
 
-        scripts = [_bench_script(name) for name in ("memory_read", "weak_losses")] if kernels else []
+        from vos.bench import memory_read as read_bench
+        from vos.bench import weak_losses as loss_bench
+
+        scripts = [read_bench, loss_bench] if kernels else []
         files = [script.result_file(out) for script in scripts]
         if video == "longtime":
             from vos.bench.longtime import result_files, run_longtime

@@ -383,12 +383,11 @@ def test_bench_longtime_replaces_only_its_own_results(tmp_path):
 
 
 def test_bench_kernels_refuse_before_running_and_show_progress(tmp_path, monkeypatch):
-    import cli
+    from vos.bench import memory_read, weak_losses
 
-    scripts = {name: cli._bench_script(name) for name in ("memory_read", "weak_losses")}
-    monkeypatch.setattr(scripts["memory_read"], "MEMORY_SIZES", (64, 128))  # tiny shapes: CPU seconds
-    monkeypatch.setattr(scripts["memory_read"], "HW", 48)
-    monkeypatch.setattr(cli, "_bench_script", scripts.__getitem__)
+    scripts = {"memory_read": memory_read, "weak_losses": weak_losses}
+    monkeypatch.setattr(memory_read, "MEMORY_SIZES", (64, 128))  # tiny shapes: CPU seconds
+    monkeypatch.setattr(memory_read, "HW", 48)
     results = tmp_path / "results"
     results.mkdir()
     foreign = results / scripts["weak_losses"].result_file(results).name
