@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vos.errors import VosError
+from vos.progress import progress as show_progress
 
 app = typer.Typer(
     name="vos",
@@ -52,11 +53,15 @@ def user_errors() -> Iterator[None]:
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace what an earlier vos run wrote in the output (nothing else is ever removed).")
 
 
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _to_done(advance):
+    """An ``on_progress(done)`` callback (absolute count) for a ``vos.progress.progress`` display."""
+    state = {"done": 0}
 
-    # off a terminal rich would print nothing until the end; the commands using this bar are short
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+    def update(done: int, *_) -> None:
+        advance(done - state["done"])
+        state["done"] = done
+
+    return update
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -98,9 +103,8 @@ def data_synthetic(
             raise VosError(f"--object-size {object_size!r}: need 0 < LO <= HI <= 2")
         spec = SyntheticSpec(videos=videos, frames=frames, height=h, width=w, seed=seed, layout=layout,
                              object_size=(lo, hi), max_objects=max_objects, leave_probability=leave_probability)
-        with _progress() as progress:
-            task = progress.add_task("generating", total=videos)
-            summary = generate(out, spec, progress=lambda done: progress.update(task, completed=done), overwrite=overwrite)
+        with show_progress("generating", videos, unit="videos") as advance:
+            summary = generate(out, spec, progress=_to_done(advance), overwrite=overwrite)
     console.print(
         f"wrote {summary['train_videos']} train + {summary['val_videos']} val videos, "
         f"{summary['frames']} frames ({summary['layout']} layout) to {out}; "
@@ -122,10 +126,9 @@ def data_check(
     with user_errors():
         splits = [split] if split else available_splits(root, year=year)
         datasets = [open_dataset(root, split=s, year=year) for s in splits]
-        with _progress() as progress:
-            for dataset in datasets:
-                task = progress.add_task(f"checking {dataset.layout}/{dataset.split}", total=len(dataset))
-                reports.append(check_dataset(dataset, progress=lambda: progress.advance(task)))
+        for dataset in datasets:
+            with show_progress(f"checking {dataset.layout}/{dataset.split}", len(dataset), unit="videos") as advance:
+                reports.append(check_dataset(dataset, progress=advance))
     problems = [p for r in reports for p in r.problems]
     for line in problems:
         typer.echo(f"error: {line}", err=True)
@@ -430,10 +433,9 @@ def analyze_consistency(
         if clips < 1:
             raise VosError(f"--clips must be >= 1, got {clips}")
         cfg = load_config(config, list(set_))
-        with _progress() as bar:
-            task = bar.add_task("clips", total=clips)
+        with show_progress("clips", clips, unit="clips") as advance:
             result = temporal_consistency(root, clips=clips, data=cfg.data, losses=cfg.losses, split=split, seed=seed,
-                                          progress=lambda done, total: bar.update(task, completed=done))
+                                          progress=_to_done(advance))
         if out is not None:
             write_text(out, json.dumps(result, indent=2))
     table = Table(title=f"temporal colour matching on {root} ({split}, {clips} clips, {result['frames']}×{result['size']}², stride {result['stride']})")

@@ -54,7 +54,7 @@ from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.model.weights import model_from
 from vos.output import claim_files, write_text
-from vos.progress import is_terminal, progress_lines
+from vos.progress import progress as show_progress
 
 # --------------------------------------------------------------------------- the run
 @dataclasses.dataclass
@@ -273,8 +273,7 @@ def _run_video(
     total = None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    bar = _progress(progress, name, frames_total)
-    with bar as advance:
+    with show_progress(f"bench {name}", frames_total, unit="frames", enabled=progress) as advance:
         for t, (image, mask) in enumerate(frames):
             image = image.to(dev)
             mask = mask.to(dev) if mask is not None else None
@@ -308,7 +307,8 @@ def _run_video(
             if dev.type == "cuda":
                 host["gpu_mib"].append(torch.cuda.memory_allocated(dev) / 2**20)
                 host["gpu_peak_mib"].append(torch.cuda.max_memory_allocated(dev) / 2**20)
-            advance(variants[0].seconds[-1])
+            seconds = variants[0].seconds[-1]
+            advance(1, f"ours {1 / seconds:.2f} FPS" if seconds > 0 else "")
             total = t + 1
     if total is None:
         raise DataError(f"{name}: no frames")
@@ -443,37 +443,3 @@ def _plot(out_dir: Path, tag: str, video: dict) -> None:
     stem = f"longtime_{tag}_{video['video']}"
     save_plot(out_dir / f"{stem}_fps.png", [fps], "frame")
     save_plot(out_dir / f"{stem}_memory.png", [mem, elements, store], "frame")
-
-
-class _progress:
-    """Progress over frames: a rich bar on a terminal, plain lines otherwise (logs, CI), or nothing;
-    ``advance(seconds)`` per frame, with the seconds of ``ours``."""
-
-    def __init__(self, enabled: bool, name: str, total: int | None = None) -> None:
-        self.enabled, self.name, self.total, self._bar, self._lines = enabled, name, total, None, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda seconds: None
-        if not is_terminal():
-            self._lines = progress_lines(f"bench {self.name}", self.total, unit="frames")
-            step = self._lines.__enter__()
-            return lambda seconds: step(info=f"ours {1 / seconds:.2f} FPS" if seconds > 0 else "")
-        from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(TextColumn(f"{self.name}"), TextColumn("{task.completed} frames"),
-                             TextColumn("{task.fields[fps]}"), TimeElapsedColumn())
-        self._bar.__enter__()
-        task = self._bar.add_task(self.name, total=None, fps="")
-
-        def advance(seconds: float) -> None:
-            self._bar.update(task, advance=1, fps=f"{1 / seconds:.2f} FPS" if seconds > 0 else "")
-
-        return advance
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        if self._lines is not None:
-            self._lines.__exit__(*exc)
-
