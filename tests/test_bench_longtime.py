@@ -53,7 +53,8 @@ def test_run_longtime_report_and_plots(tmp_path):
     (video,) = saved["videos"]
     headline = saved["summary"]["synthetic"]  # what `vos bench` prints
     assert headline["frames"] == 14 and headline["fps"] == video["summary"]["fps"]
-    assert headline["max_speedup_vs_xmem"] > 1 and isinstance(headline["memory_flat_after_saturation"], bool)
+    assert headline["max_speedup_vs_xmem"] > 1
+    assert headline["memory_flat_after_saturation"] is video["memory"]["flat_after_saturation"]
     assert video["frames"] == 14 and video["objects"] == 2 and video["padded_size"] == [32, 64]
     assert set(video["variants"]) == {"ours", "ours_eager", "xmem"}
     for name, variant in video["variants"].items():
@@ -68,7 +69,9 @@ def test_run_longtime_report_and_plots(tmp_path):
     memory = video["memory"]
     assert memory["long_term_elements_max"] == 12 and memory["saturated_at_frame"] is not None
     assert video["steady_from_frame"] == memory["saturated_at_frame"] + 1
-    assert isinstance(memory["flat_after_saturation"], bool)
+    # the verdict follows its rule: peak RSS grows by at most max(16 MiB, 2 %) after the reference frame
+    limit = max(16.0, 0.02 * memory["peak_rss_mib_at_reference"])
+    assert memory["flat_after_saturation"] is (memory["peak_rss_growth_mib"] <= limit)
     flops = video["flops"]
     assert flops["gflop_per_frame"]["xmem"]["total"] > flops["gflop_per_frame"]["ours"]["total"]
     assert flops["max_speedup_vs_xmem"] > 1 and flops["machine_gflops_fp32"] > 0
