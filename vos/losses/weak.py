@@ -458,21 +458,27 @@ def temporal_loss(
         return _zero(logits)
     keep = temporal_matches(lab.to(logits.dtype), patch, candidates, spacing, top_k, gamma, tau)
     keep = keep.to(logits.dtype)  # B×T×C×H×W
-    # Match indicators per total offset δ = candidate offset + patch offset, on a D×D grid of offsets.
-    # Several (c, q) with the same δ are the same pixel pair counted several times, as in eq. 3.18's
-    # double sum; partners outside the image get weight 0.
-    patch_half = patch // 2 if target == "patch" else 0
-    radius = (candidates // 2) * spacing + patch_half
-    size = 2 * radius + 1
+    ones = torch.ones(height, width, device=logits.device, dtype=logits.dtype)
     with torch.no_grad():
-        weights = keep.new_zeros(batch, frames, size, size, height, width)
-        for c, (cy, cx) in enumerate(candidate_offsets(candidates, spacing)):
-            for qy in range(-patch_half, patch_half + 1):
-                for qx in range(-patch_half, patch_half + 1):
-                    weights[:, :, radius + cy + qy, radius + cx + qx] += keep[:, :, c]
-        weights *= _offset_grid(torch.ones(height, width, device=logits.device, dtype=logits.dtype), radius)
+        if target == "patch":
+            # match indicators per total offset δ = candidate offset + patch offset, on a D×D grid of
+            # offsets at step 1; several (c, q) with the same δ are the same pixel pair counted several
+            # times, as in eq. 3.18's double sum
+            patch_half = patch // 2
+            radius, step = (candidates // 2) * spacing + patch_half, 1
+            size = 2 * radius + 1
+            weights = keep.new_zeros(batch, frames, size, size, height, width)
+            for c, (cy, cx) in enumerate(candidate_offsets(candidates, spacing)):
+                for qy in range(-patch_half, patch_half + 1):
+                    for qx in range(-patch_half, patch_half + 1):
+                        weights[:, :, radius + cy + qy, radius + cx + qx] += keep[:, :, c]
+        else:
+            # "center": the partners are the candidates themselves, a grid with step = spacing
+            radius, step = (candidates // 2) * spacing, spacing
+            weights = keep.reshape(batch, frames, candidates, candidates, height, width).clone()
+        weights *= _offset_grid(ones, radius, step)  # partners outside the image get weight 0
         centre = box_mask.to(logits.dtype).amax(dim=2, keepdim=True)[:, :, :, None]  # union of boxes, B×N×1×1×H×W
     following = (torch.arange(frames, device=logits.device) + 1) % frames
     partner = logits[:, :, following]  # x_t' for pair t
-    num, count = _edge_rows(logits, partner, radius, 1, lambda i: weights[:, None, :, i] * centre, detach)
+    num, count = _edge_rows(logits, partner, radius, step, lambda i: weights[:, None, :, i] * centre, detach)
     return _reduce(num, count, height * width, normalize, obj_valid)
