@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vos.memory.read import memory_read
 from vos.model.aggregate import aggregate, object_probs
 from vos.model.config import ModelConfig
 from vos.model.decoder import Decoder
@@ -126,8 +127,6 @@ class XMem(nn.Module):
         softmax in fp32: autocast is switched off around it (it would run the similarity GEMM in
         bf16/fp16, whose rounding of the squared distances flips the softmax).
         """
-        from vos.memory.read import memory_read  # the memory package imports this one's users
-
         with torch.autocast(query_key.device.type, enabled=False):
             return memory_read(
                 mem_key, mem_shrinkage, query_key, query_selection, mem_value,
