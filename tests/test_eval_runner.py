@@ -26,7 +26,7 @@ from vos.eval.runner import evaluate, parse_shard
 from vos.eval.sources import x3_order
 from vos.model.weights import build_model
 
-SPEC = SyntheticSpec(videos=4, frames=6, height=64, width=96, seed=5, val_fraction=0.75)
+SYNTH = SyntheticSpec(videos=4, frames=6, height=64, width=96, seed=5, val_fraction=0.75)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,7 +40,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("eval_synthetic")
-    generate(path, SPEC)
+    generate(path, SYNTH)
     return path
 
 
@@ -83,7 +83,7 @@ def test_mask_init_end_to_end(root, mask_run, val_names):
         frames = list_frames(root / "JPEGImages" / "480p" / seq)
         assert list(preds) == [f.stem for f in frames]  # named like the input frames, every frame
         with Image.open(out / "predictions" / seq / "00000.png") as img:
-            assert img.mode == "P" and img.size == (SPEC.width, SPEC.height)
+            assert img.mode == "P" and img.size == (SYNTH.width, SYNTH.height)
         # Mask init at native size: the first frame's prediction is the given mask exactly.
         assert np.array_equal(preds["00000"], gts[0])
         marker = json.loads((out / "done" / f"{seq}.json").read_text())
@@ -134,7 +134,7 @@ def test_box_init_gives_filled_tight_boxes(root, model, val_names, tmp_path):
     assert report["init"]["frame0_IoU"] == pytest.approx(np.mean(list(got.values())))
     assert "Box init frame-0 IoU" in (tmp_path / "scores.md").read_text()
     overlays = sorted((tmp_path / "overlays" / val_names[0]).glob("*.jpg"))
-    assert len(overlays) == SPEC.frames and Image.open(overlays[0]).size == (SPEC.width, SPEC.height)
+    assert len(overlays) == SYNTH.frames and Image.open(overlays[0]).size == (SYNTH.width, SYNTH.height)
 
 
 def test_resume_redoes_only_the_interrupted_sequence(root, model, val_names, tmp_path, monkeypatch):
@@ -144,7 +144,7 @@ def test_resume_redoes_only_the_interrupted_sequence(root, model, val_names, tmp
 
     def failing_write(path, mask):
         writes["n"] += 1
-        if writes["n"] == SPEC.frames + 3:  # the third frame of the second sequence
+        if writes["n"] == SYNTH.frames + 3:  # the third frame of the second sequence
             raise KeyboardInterrupt
         real_write(path, mask)
 
@@ -163,13 +163,13 @@ def test_resume_redoes_only_the_interrupted_sequence(root, model, val_names, tmp
     assert report["eval"]["skipped"] == [first] and report["eval"]["ran"] == val_names[1:]
     assert _mtimes(out / "predictions" / first) == kept  # untouched
     assert not (out / "predictions" / second / "99999.png").exists()
-    assert report["runtime"]["frames"] == 3 * SPEC.frames  # the skipped sequence's timing is kept
+    assert report["runtime"]["frames"] == 3 * SYNTH.frames  # the skipped sequence's timing is kept
 
     clean = evaluate("synthetic", root, model, tmp_path / "clean", size=32, progress=False, workers=1)
     for seq in val_names:
         a, b = _pred(out, seq), _pred(tmp_path / "clean", seq)
         assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
-        assert a["00000"].shape == (SPEC.height, SPEC.width)  # resized back to the ground truth
+        assert a["00000"].shape == (SYNTH.height, SYNTH.width)  # resized back to the ground truth
     assert report["global"]["J&F-Mean"] == pytest.approx(clean["global"]["J&F-Mean"])
     assert report["sequences"][first]["process_size"] == [32, 48]
 
@@ -276,16 +276,16 @@ def test_long_time_video_x3_timeline(root, model, val_names, tmp_path):
     seq = val_names[0]
     _flat_copy(root, lv, seq, annotated=[0, 2, 5])
     r1 = evaluate("lv1", lv, model, tmp_path / "lv1", size=-1, progress=False, workers=1)
-    assert len(list((tmp_path / "lv1" / "predictions" / seq).glob("*.png"))) == SPEC.frames
+    assert len(list((tmp_path / "lv1" / "predictions" / seq).glob("*.png"))) == SYNTH.frames
     assert r1["eval"]["scored"] and r1["objects"][0]["per_frame"]["frames"] == ["00002"]  # first and last excluded
 
     r3 = evaluate("lv3", lv, model, tmp_path / "lv3", size=-1, progress=False, workers=1)
     preds = sorted((tmp_path / "lv3" / "predictions" / seq).glob("*.png"))
-    assert [p.stem for p in preds] == [f"{t:05d}" for t in range(3 * SPEC.frames)]
-    order = x3_order(SPEC.frames)
+    assert [p.stem for p in preds] == [f"{t:05d}" for t in range(3 * SYNTH.frames)]
+    order = x3_order(SYNTH.frames)
     gt_names = sorted(p.stem for p in (tmp_path / "lv3" / "ground_truth" / seq).glob("*.png"))
     assert gt_names == [f"{t:05d}" for t, s in enumerate(order) if s in (0, 2, 5)]
-    assert r3["eval"]["scored"] and r3["runtime"]["frames"] == 3 * SPEC.frames
+    assert r3["eval"]["scored"] and r3["runtime"]["frames"] == 3 * SYNTH.frames
     # The backward pass shows frame 5 at position 6 and 0 at position 11: same ground truth.
     assert np.array_equal(read_mask(tmp_path / "lv3" / "ground_truth" / seq / "00011.png"), read_mask(lv / "Annotations" / seq / "00000.png"))
 
@@ -299,7 +299,7 @@ def test_generic_d16_and_test_dev(root, model, val_names, tmp_path):
     (gen / "Annotations" / seq).mkdir(parents=True)
     shutil.copyfile(root / "Annotations" / "480p" / seq / "00000.png", gen / "Annotations" / seq / "00000.png")
     r = evaluate("generic", gen, model, tmp_path / "g", size=-1, progress=False)
-    assert len(list((tmp_path / "g" / "predictions" / seq).glob("*.png"))) == SPEC.frames
+    assert len(list((tmp_path / "g" / "predictions" / seq).glob("*.png"))) == SYNTH.frames
     assert not r["eval"]["scored"] and "J-Mean" not in r["global"]
 
     davis = tmp_path / "davis"
@@ -316,7 +316,7 @@ def test_generic_d16_and_test_dev(root, model, val_names, tmp_path):
     rt = evaluate("d17-test", davis, model, tmp_path / "dt", size=-1, progress=False)
     assert not rt["eval"]["scored"]
     names = zipfile.ZipFile(tmp_path / "dt" / "submission.zip").namelist()
-    assert sorted(names) == sorted(f"{s}/{t:05d}.png" for s in (val_names[0], seq) for t in range(SPEC.frames))
+    assert sorted(names) == sorted(f"{s}/{t:05d}.png" for s in (val_names[0], seq) for t in range(SYNTH.frames))
 
 
 def test_user_errors(root, model, tmp_path):
