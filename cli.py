@@ -245,6 +245,39 @@ def segment(
     )
 
 
+@app.command("app")
+def app_cmd(
+    video: Path = typer.Argument(..., help="A video file or a folder of frames."),
+    weights: str = typer.Option(..., "--weights", help="Checkpoint: our .safetensors, an official XMem .pth, or an export folder."),
+    workspace: Optional[Path] = typer.Option(None, help="Folder for annotations, results and exports (default: workspace/<video name>); an earlier one is resumed."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this computer only)."),
+    port: int = typer.Option(8765, help="Port (0: any free one)."),
+    size: int = typer.Option(480, help="Largest shorter side the network sees, as in vos segment; -1 = native."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    set_: list[str] = typer.Option([], "--set", help="Memory setting override, e.g. --set top_k=20."),
+) -> None:
+    """Annotate a video in the browser: boxes or brush on any frame, propagate, correct, export."""
+    with user_errors():
+        try:
+            from vos.app import Annotator, Server
+        except ImportError as exc:
+            raise VosError(f"vos app needs its extra: pip install -e '.[app]' ({exc.name} is missing)") from None
+        from vos.memory.session import VideoPredictor
+
+        if size != -1 and size < 16:
+            raise VosError(f"--size {size}: use -1 (native) or a shorter side >= 16")
+        if not 0 <= port <= 65535:
+            raise VosError(f"--port {port}: must be 0–65535")
+        memory = _memory_config(set_)
+        model = _model(weights, _device(device))
+        predictor = VideoPredictor(model, memory, max_internal_size=None if size == -1 else size)
+        folder = workspace if workspace is not None else Path("workspace") / video.stem
+        with Annotator(predictor, video, folder) as annotator:
+            server = Server(annotator, host, port)
+            console.print(f"vos app: {server.url}  (workspace {folder}; Ctrl-C stops)")
+            server.run()
+
+
 @app.command("demo")
 def demo_cmd(
     root: Path = typer.Option(Path("data/demo"), help="Synthetic set (the demo's is generated here if absent)."),

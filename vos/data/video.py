@@ -249,15 +249,16 @@ def overlay(
     present = [int(i) for i in torch.unique(ids).tolist() if i != 0]
     if present:
         masks = torch.stack([ids == i for i in present])
-        frame = draw_segmentation_masks(frame, masks, alpha=OVERLAY_ALPHA, colors=[_colour(i) for i in present])
+        frame = draw_segmentation_masks(frame, masks, alpha=OVERLAY_ALPHA, colors=[object_colour(i) for i in present])
     if boxes:
         xyxy = torch.tensor([list(b) for b in boxes.values()], dtype=torch.float32)
         xyxy[:, 2:] -= 1  # torchvision's boxes include their last pixel
-        frame = draw_bounding_boxes(frame, xyxy, colors=[_colour(i) for i in boxes], width=1)
+        frame = draw_bounding_boxes(frame, xyxy, colors=[object_colour(i) for i in boxes], width=1)
     return frame
 
 
-def _colour(obj: int) -> tuple[int, int, int]:
+def object_colour(obj: int) -> tuple[int, int, int]:
+    """The RGB colour of an object id in overlays: its DAVIS palette entry."""
     return tuple(int(c) for c in _PALETTE[obj % 256].tolist())
 
 

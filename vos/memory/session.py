@@ -160,6 +160,16 @@ class VideoSession:
                 ids_map[ids_map == obj] = 0
             self._store(k, ids_map)
 
+    def clear(self, frame: int, ids: Sequence[int] | None = None) -> None:
+        """Drop the prompts of ``ids`` (all objects when None) on ``frame``; stored results stay."""
+        entry = self.prompts.get(frame)
+        if entry is None:
+            return
+        for obj in entry.ids if ids is None else [check_id(o) for o in ids]:
+            entry.drop(obj)
+        if not entry.ids:
+            del self.prompts[frame]
+
     @property
     def object_ids(self) -> list[int]:
         """Every object prompted so far, in the order first prompted (frame order)."""
@@ -176,6 +186,13 @@ class VideoSession:
             return None
         size, data = stored
         return torch.from_numpy(np.frombuffer(zlib.decompress(data), dtype=np.int32).reshape(size).astype(np.int64))
+
+    def restore(self, frame: int, ids: torch.Tensor) -> None:
+        """Set the stored result of ``frame`` to an H×W id map saved earlier (a session resumed from
+        disk), as if a propagation had produced it."""
+        if tuple(ids.shape) != self.frame_size(frame):
+            raise VosError(f"result of frame {frame}: shape {tuple(ids.shape)}, the frame is {self.size[0]}×{self.size[1]}")
+        self._store(frame, torch.as_tensor(ids).to(torch.int64))
 
     def _store(self, frame: int, ids: torch.Tensor) -> None:
         if not self.keep_results:
