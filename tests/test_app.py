@@ -358,3 +358,11 @@ def test_page_end_to_end_matches_vos_segment(tmp_path, video, weights):
     for k in range(middle):  # a correction replaces the frames from it on and keeps those before
         name = f"{session.frames.name(k)}.png"
         assert (first_export / name).read_bytes() == (workspace / "export-davis" / name).read_bytes()
+
+
+def test_cli_app_reports_a_missing_video_in_one_line(tmp_path, weights):
+    result = CliRunner().invoke(cli_app, ["app", str(tmp_path / "missing.mp4"), "--weights", str(weights), "--port", "0",
+                                          "--workspace", str(tmp_path / "ws")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == f"error: {tmp_path / 'missing.mp4'}: no such video file or folder"
+    assert not (tmp_path / "ws").exists()
