@@ -53,3 +53,30 @@ def environment(device: torch.device) -> dict:
     except (OSError, subprocess.SubprocessError):
         env["git_commit"] = env["git_dirty"] = None
     return env
+
+
+def kernel_bench_main(doc: str, result: str, run, argv: list[str] | None, quick: str, compile_flag: bool = False) -> None:
+    """The command line shared by the kernel benchmarks (``python bench/<name>.py``): --out, --quick,
+    --device, --repeats (and --no-compile where the benchmark times torch.compile variants); a
+    user's error ends the run with one ``error:`` line."""
+    import argparse
+    import sys
+
+    from vos.errors import VosError
+    from vos.output import io_error
+
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    parser.add_argument("--out", default="bench/results", help=f"folder for {result}_<device>.json")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    if compile_flag:
+        parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    args = parser.parse_args(argv)
+    options = {"quick": args.quick, "device": args.device, "repeats": args.repeats}
+    if compile_flag:
+        options["compile_"] = False if args.no_compile else None
+    try:
+        run(args.out, **options)
+    except (VosError, OSError) as exc:
+        sys.exit(f"error: {io_error(exc)}")

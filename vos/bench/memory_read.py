@@ -28,12 +28,10 @@ Writes ``<out>/memory_read_<device type>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -41,10 +39,9 @@ from pathlib import Path
 
 import torch
 
-from vos.bench.environment import default_device, environment
+from vos.bench.environment import default_device, environment, kernel_bench_main
 from vos.device import synchronize
-from vos.errors import VosError
-from vos.output import claim_files, io_error, write_text
+from vos.output import claim_files, write_text
 from vos.progress import log_lines
 
 
@@ -231,18 +228,7 @@ def result_file(out_dir: str | Path, device: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--out", default="bench/results", help="folder for memory_read_<device>.json")
-    parser.add_argument("--quick", action="store_true", help="two shapes, 3 repeats, no torch.compile")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
-    args = parser.parse_args(argv)
-    try:
-        run(args.out, quick=args.quick, device=args.device, repeats=args.repeats,
-            compile_=False if args.no_compile else None)
-    except (VosError, OSError) as exc:
-        sys.exit(f"error: {io_error(exc)}")
+    kernel_bench_main(__doc__, "memory_read", run, argv, quick="two shapes, 3 repeats, no torch.compile", compile_flag=True)
 
 
 if __name__ == "__main__":

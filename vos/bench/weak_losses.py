@@ -33,11 +33,9 @@ and minimum. Writes ``<out>/weak_losses_<device type>.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -46,10 +44,9 @@ from pathlib import Path
 
 import torch
 
-from vos.bench.environment import default_device, environment
+from vos.bench.environment import default_device, environment, kernel_bench_main
 from vos.device import synchronize
-from vos.errors import VosError
-from vos.output import claim_files, io_error, write_text
+from vos.output import claim_files, write_text
 from vos.progress import log_lines
 
 
@@ -329,16 +326,7 @@ def result_file(out_dir: str | Path, device: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--out", default="bench/results", help="folder for weak_losses_<device>.json")
-    parser.add_argument("--quick", action="store_true", help="small shapes, a smoke run")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        run(args.out, quick=args.quick, device=args.device, repeats=args.repeats)
-    except (VosError, OSError) as exc:
-        sys.exit(f"error: {io_error(exc)}")
+    kernel_bench_main(__doc__, "weak_losses", run, argv, quick="small shapes, a smoke run")
 
 
 if __name__ == "__main__":

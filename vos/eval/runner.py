@@ -55,7 +55,7 @@ from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
 from vos.model.preprocess import resize_image, resize_masks, resize_probs, shorter_side_size
 from vos.output import claim_output, write_text
-from vos.progress import is_terminal, progress_lines
+from vos.progress import progress as show_progress
 
 
 _PREFETCH = 3  # frames read ahead by a background thread
@@ -150,11 +150,11 @@ def _evaluate(plan, out, model, memory, settings, init, size, shard, overlay, wo
     ran: list[str] = []
     skipped: list[str] = []
     label = dataset if shard[1] == 1 else f"{dataset} {shard[0]}/{shard[1]}"
-    with _Progress(progress, label, len(jobs)) as ui, torch.inference_mode():
+    with _Progress(progress, label, jobs) as ui, torch.inference_mode():
         for job in jobs:
             if load_marker(out, job) is not None:
                 skipped.append(job.name)
-                ui.skip(job.name)
+                ui.skip(job)
                 continue
             clear_sequence(out, job.name)
             core.reset()
@@ -391,66 +391,42 @@ def _prepare_model(source, device) -> tuple[torch.nn.Module, str | None]:
 
 # ------------------------------------------------------------------------------ progress
 class _Progress:
-    """Rich progress: sequences done, frames of the current sequence and the running FPS of this run."""
+    """The frames of all sequences on the one progress display (:func:`vos.progress.progress`), with
+    the current sequence and the FPS of this run beside the count."""
 
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled = enabled
-        self.label = label
-        self.total = total
+    def __init__(self, enabled: bool, label: str, jobs: list[SequenceJob]) -> None:
+        self._display = show_progress(f"eval {label}", sum(job.num_frames for job in jobs), unit="frames", enabled=enabled)
+        self._advance: Any = None
+        self._name = ""
+        self._shown = 0  # frames of the current sequence counted so far
+        self._expected = 0
         self.done_frames = 0  # timed frames and seconds of the sequences finished in this run
         self.done_seconds = 0.0
-        self._bar: Any = None
-        self._lines: Any = None  # plain lines when stdout is not a terminal
-        self._advance: Any = None
-        self._seqs: Any = None
-        self._frames: Any = None
 
     def __enter__(self) -> _Progress:
-        if self.enabled and not is_terminal():
-            self._lines = progress_lines(f"eval {self.label}", self.total, unit="sequences")
-            self._advance = self._lines.__enter__()
-        elif self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            )
-            self._bar.start()
-            self._seqs = self._bar.add_task(f"eval {self.label}", total=self.total, info="")
+        self._advance = self._display.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-        if self._lines is not None:
-            self._lines.__exit__(*exc)
+        self._display.__exit__(*exc)
 
     def _fps(self, frames: int, seconds: float) -> str:
         frames, seconds = self.done_frames + frames, self.done_seconds + seconds
         return f"{frames / seconds:.1f} FPS" if seconds > 0 else ""
 
-    def skip(self, name: str) -> None:
-        if self._advance is not None:
-            self._advance(1, f"{name}: done before")
-        if self._bar is not None:
-            self._bar.update(self._seqs, advance=1, info=f"{name}: done before")
+    def skip(self, job: SequenceJob) -> None:
+        self._advance(job.num_frames, f"{job.name}: done before")
 
     def start_sequence(self, name: str, frames: int) -> None:
-        if self._bar is not None:
-            if self._frames is not None:
-                self._bar.remove_task(self._frames)
-            self._frames = self._bar.add_task(f"  {name}"[:32], total=frames, info="")
+        self._name, self._shown, self._expected = name, 0, frames
 
     def frame(self, frames: int, seconds: float) -> None:
         """One more frame of the current sequence (frames, seconds: timed so far in it)."""
-        if self._bar is not None:
-            self._bar.update(self._frames, advance=1, info=self._fps(frames, seconds))
+        self._shown += 1
+        self._advance(1, f"{self._name}, {self._fps(frames, seconds)}".rstrip(", "))
 
     def end_sequence(self, frames: int, seconds: float) -> None:
         self.done_frames += frames
         self.done_seconds += seconds
-        if self._advance is not None:
-            self._advance(1, f"{self.done_frames} frames, {self._fps(0, 0.0) or '– FPS'}")
-        if self._bar is not None:
-            self._bar.update(self._seqs, advance=1, info=self._fps(0, 0.0))
+        if self._shown < self._expected:
+            self._advance(self._expected - self._shown, f"{self._name}, {self._fps(0, 0.0)}".rstrip(", "))

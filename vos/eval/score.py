@@ -35,6 +35,7 @@ import torch
 
 from vos.data.io import list_frames, read_mask
 from vos.errors import DataError, VosError
+from vos.progress import progress as show_progress
 from vos.eval.metrics import pair_scores, summarize, youtube_g
 
 Protocol = Literal["auto", "davis", "youtube"]
@@ -360,54 +361,35 @@ def _score_job(job: tuple) -> dict:
 
 def _run(jobs: list[tuple], workers: int, executor: str, progress: bool) -> list[dict]:
     results: dict[str, dict] = {}
-    bar = _progress_bar() if progress else None
-    task = bar.add_task("scoring", total=len(jobs)) if bar else None
     # Scoring is many small tensor ops: intra-op threads cost more than they bring (and
     # oversubscribe a shared machine), so every sequence runs on one thread; the parallelism is
     # across sequences. Torch ops and PNG decoding release the GIL, so a thread pool scales too.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if bar:
-            bar.start()
-        if workers <= 1:
-            for job in jobs:
-                results[job[2]] = _score_job(job)
-                if bar:
-                    bar.update(task, advance=1, description=f"scored {job[2]}")
-        else:
-            if executor == "process":
-                pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+        with show_progress("scoring", len(jobs), unit="sequences", enabled=progress) as display:
+            if workers <= 1:
+                for job in jobs:
+                    results[job[2]] = _score_job(job)
+                    display(1, f"scored {job[2]}")
             else:
-                pool = ThreadPoolExecutor(workers, thread_name_prefix="vos-score")
-            with pool:
-                futures: dict[Future, str] = {pool.submit(_score_job, job): job[2] for job in jobs}
-                pending = set(futures)
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for fut in done:
-                        if fut.exception() is not None:
-                            for other in pending:
-                                other.cancel()
-                            raise fut.exception()  # type: ignore[misc]
-                        results[futures[fut]] = fut.result()
-                        if bar:
-                            bar.update(task, advance=1, description=f"scored {futures[fut]}")
+                if executor == "process":
+                    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
+                else:
+                    pool = ThreadPoolExecutor(workers, thread_name_prefix="vos-score")
+                with pool:
+                    futures: dict[Future, str] = {pool.submit(_score_job, job): job[2] for job in jobs}
+                    pending = set(futures)
+                    while pending:
+                        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                        for fut in done:
+                            if fut.exception() is not None:
+                                for other in pending:
+                                    other.cancel()
+                                raise fut.exception()  # type: ignore[misc]
+                            results[futures[fut]] = fut.result()
+                            display(1, f"scored {futures[fut]}")
     finally:
         torch.set_num_threads(threads)
-        if bar:
-            bar.stop()
     return [results[job[2]] for job in jobs]
 
-
-def _progress_bar():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    )
