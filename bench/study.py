@@ -89,6 +89,9 @@ def run_config(name: str, seed: int, root: Path, work: Path, iterations: int | N
 
 
 ORACLE_LOSS_KEYS = ("boot_start", "boot_end", "boot_p", "dice_eps", "oracle_frames")
+# Settings added after results were recorded, with the value that reproduces the behaviour before:
+# a run at that value is comparable with a record that lacks the key.
+ADDED_SETTINGS = {("train", "grad_clip"): 0.0}
 
 
 def comparable(config) -> dict:
@@ -112,6 +115,9 @@ def _relevant(data: dict) -> dict:
     else:  # nor the weak losses' settings an oracle run
         data["losses"] = {key: data["losses"][key] for key in ORACLE_LOSS_KEYS if key in data["losses"]}
     data["data"].pop("num_workers", None)
+    for (section, key), before in ADDED_SETTINGS.items():
+        if data[section].get(key, before) == before:
+            data[section].pop(key, None)
     for spec in data["data"]["datasets"]:
         spec.pop("root", None)
     return data

@@ -94,3 +94,18 @@ def test_settings_of_a_loss_a_run_does_not_use_do_not_split_the_study(synthetic_
     weak = study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, [])
     assert study.comparable(weak) == study.comparable(study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, ["losses.dice_eps=2.0"]))
     assert study.comparable(weak) != study.comparable(study.run_config("all_soft", 0, synthetic_root, tmp_path, 10, ["losses.stride=2"]))
+
+
+def test_a_setting_added_later_matches_records_made_before_it_at_its_old_behaviour(synthetic_root, tmp_path):
+    """A record made before `train.grad_clip` existed ran without clipping: it pools with runs at
+    grad_clip 0 and not with clipped ones."""
+    study = _study()
+    path = study.result_path(tmp_path / "out", "oracle", 0)
+    path.parent.mkdir(parents=True)
+    unclipped = study.run_config("oracle", 0, synthetic_root, tmp_path, 10, ["train.grad_clip=0.0"])
+    old = study.comparable(unclipped)
+    old["train"].pop("grad_clip", None)
+    path.write_text(json.dumps({"settings": old}))
+    assert study.check_recorded(path, unclipped) is True
+    with pytest.raises(VosError, match="other settings"):
+        study.check_recorded(path, study.run_config("oracle", 0, synthetic_root, tmp_path, 10, ["train.grad_clip=2.0"]))
