@@ -174,3 +174,32 @@ def test_learning_rate_warmup_and_steps(synthetic_root, tmp_path):
     train(config, progress=False)
     logged = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged == pytest.approx([1e-3 * f for f in (0.5, 0.75, 1.0, 1.0, 0.5, 0.5)])
+
+
+def test_gradient_clipping_and_the_collapse_signals(synthetic_root, tmp_path):
+    """grad_clip bounds the step (a bound above the gradient's norm changes nothing, bit for bit);
+    the log carries the unclipped norm and the foreground outside the boxes."""
+    runs = {}
+    for name, clip in (("free", "0.0"), ("loose", "1e9"), ("tight", "1e-9")):
+        final = train(_config(synthetic_root, tmp_path / name, "train.iterations=2", "train.lr_warmup=0",
+                              "train.weight_decay=0.0", f"train.grad_clip={clip}"), progress=False)
+        log = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = (_weights(final), log)
+    free, loose, tight = (runs[n][0] for n in ("free", "loose", "tight"))
+    assert all(torch.equal(free[k], loose[k]) for k in free)
+    assert any(not torch.equal(free[k], tight[k]) for k in free)
+    first = [runs[n][1][0] for n in ("free", "loose", "tight")]
+    assert first[0]["grad_norm"] == first[1]["grad_norm"] == first[2]["grad_norm"] > 1e-6
+    assert all(0.0 <= r["fg_outside_boxes"] <= 1.0 for r in runs["free"][1])
+    with pytest.raises(VosError, match="grad_clip must be >= 0"):
+        _config(synthetic_root, tmp_path / "bad", "train.grad_clip=-1")
+
+
+def test_foreground_outside_boxes():
+    probs = torch.zeros(1, 1, 3, 4, 4)  # B×T×(1+N)×H×W, background first
+    probs[0, 0, 0] = 0.25  # background probability 0.25 everywhere: foreground 0.75
+    boxes = torch.zeros(1, 1, 2, 4, 4)
+    boxes[0, 0, 0, :2, :2] = 1  # one box covering 4 of the 16 pixels
+    probs[0, 0, 0, :2, :2] = 1.0  # inside it: no foreground (not counted anyway)
+    assert trainer_mod.foreground_outside_boxes(probs, boxes) == pytest.approx(0.75)
+    assert trainer_mod.foreground_outside_boxes(probs, torch.ones(1, 1, 2, 4, 4)) == 0.0

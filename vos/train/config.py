@@ -19,6 +19,10 @@ class TrainConfig:
     # linear learning-rate warm-up over this many iterations (0: none; XMem and the thesis use none).
     # From random initialisation it keeps the first large steps from saturating the mask logits.
     lr_warmup: int = 0
+    # clip the gradient's global L2 norm to this value before each step (0: no clipping, as XMem).
+    # From random initialisation a single large step can saturate every mask logit, after which the
+    # weak losses have no gradient left; clipping bounds that step.
+    grad_clip: float = 0.0
     # Which losses supervise: the weak losses (boxes) or the fully supervised oracle.
     objective: Literal["weak", "oracle"] = "weak"
     amp: bool = True  # bf16/fp16 autocast on CUDA only; CPU trains in fp32
@@ -56,5 +60,7 @@ class TrainConfig:
             raise ConfigError(f"train.bn_statistics must be 'frozen' or 'update', got {self.bn_statistics!r}")
         if self.schedule_reference is not None and self.schedule_reference < 1:
             raise ConfigError(f"train.schedule_reference must be >= 1 (or null), got {self.schedule_reference}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0: no clipping), got {self.grad_clip}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")

@@ -22,7 +22,7 @@ from vos.config import Config, save_config, to_dict
 from vos.data.clips import ClipDataset, DrawSampler, collate
 from vos.errors import VosError
 from vos.losses import OracleLoss, WeakLoss
-from vos.data.boxes import box_prompt_masks
+from vos.data.boxes import box_masks, box_prompt_masks
 from vos.model.network import XMem
 from vos.model.resnet import update_batchnorm_statistics_
 from vos.model.weights import load_model, save_weights
@@ -203,6 +203,8 @@ def _train(config: Config, resume: bool, progress: bool, on_log: Callable[[dict]
                 continue
             bad_steps = 0
             loss.backward()
+            # the global gradient norm is logged either way (inf: measure without clipping)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip or float("inf"))
             optimizer.step()
             scheduler.step()
             advance(float(loss.detach()))
@@ -211,6 +213,10 @@ def _train(config: Config, resume: bool, progress: bool, on_log: Callable[[dict]
                 record = {"iteration": iteration, "lr": scheduler.get_last_lr()[0], "skipped": skipped,
                           "sec_per_it": (now - t_last) / max(1, min(tcfg.log_every, iteration - start))}
                 record.update({k: float(v) for k, v in parts.items()})
+                record["grad_norm"] = float(grad_norm)
+                record["fg_outside_boxes"] = foreground_outside_boxes(
+                    out["probs"].detach(), box_masks(batch["boxes"][:, 1:], batch["box_valid"][:, 1:], size)
+                )
                 t_last = now
                 log.record(record)
                 if on_log is not None:
@@ -230,6 +236,16 @@ def _train(config: Config, resume: bool, progress: bool, on_log: Callable[[dict]
     if env.enabled:
         dist.barrier()
     return final
+
+
+def foreground_outside_boxes(probs: torch.Tensor, boxes: torch.Tensor) -> float:
+    """Mean foreground probability of the pixels outside every box, a collapse signal of box
+    supervision (it nears 1 when the whole frame has become foreground, where the weak losses'
+    gradients vanish). probs: B×T×(N+1)×H×W with background first; boxes: B×T×N×H×W {0, 1}."""
+    outside = boxes.amax(dim=2) == 0
+    if not outside.any():
+        return 0.0
+    return float((1 - probs[:, :, 0])[outside].mean())
 
 
 class _progress_bar:
