@@ -459,7 +459,7 @@ def analyze_consistency(
     import json
 
     from vos.config import load_config
-    from vos.data.analysis import temporal_consistency
+    from vos.losses.analysis import temporal_consistency
     from vos.output import claim_files, write_text
 
     with user_errors(), claim_files([out] if out is not None else [], inputs=[root, config]):
@@ -495,7 +495,7 @@ def analyze_fill(
     import statistics
 
     from vos.bench.plot import save_histogram
-    from vos.data.analysis import fill_ratios, histogram
+    from vos.losses.analysis import fill_ratios, histogram
     from vos.output import claim_files, write_text
 
     with user_errors():

@@ -1,4 +1,4 @@
-"""Argument checks shared by the Triton kernels and their PyTorch references (`vos.memory.read`,
+"""Argument checks shared by the Triton kernels and their PyTorch references (`vos.model.memory_read`,
 `vos.losses`): one definition of what a valid call is, so both sides refuse the same inputs with
 the same message. Plain `ValueError`s: a wrong shape here is a caller's programming error."""
 

@@ -31,7 +31,7 @@ class LossBlocks:
     kernels (each step reads rows × next_pow2(W) values). images: images per step of the
     projection's final reduction. The defaults are not timed on a GPU but chosen so that no
     kernel spills more than a few bytes per thread when ptxas compiles it for sm_90 / sm_80
-    (``python -m vos.kernels.cross_compile``); the first ones, 256 pixels with 4 warps, spilled up to
+    (``python -m vos.bench.cross_compile``); the first ones, 256 pixels with 4 warps, spilled up to
     21 KB per thread in the temporal kernels.
     """
 

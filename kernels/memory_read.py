@@ -1,7 +1,7 @@
 """Fused Triton memory read: anisotropic-L2 similarity, top-k softmax and sparse readout
 (inference), and a flash-attention style full-softmax read with its backward (training).
 
-Reference: ``vos.memory.read.memory_read`` (PyTorch). Shapes as there: memory keys ``mk`` B×CK×N,
+Reference: ``vos.model.memory_read.memory_read`` (PyTorch). Shapes as there: memory keys ``mk`` B×CK×N,
 shrinkage ``ms`` B×1×N (None = 1), query keys ``qk`` B×CK×HW, selection ``qe`` B×CK×HW (None = 1),
 values ``mv`` B×C×N with any strides (the inference memory passes an element-major B×N×C buffer
 transposed, which makes every gathered value column one contiguous row). Readout B×C×HW in
@@ -55,7 +55,7 @@ Precision: the top-k path computes in fp32 for every input dtype (the packed sor
 similarity; fp64 inputs give fp32-accurate results); the full path computes in fp32, or fp64 for
 fp64 inputs. Readouts are accumulated in the compute dtype and stored in ``mv``'s dtype.
 
-Cases the kernels do not cover raise ``ValueError`` here; ``vos.memory.read.memory_read`` sends
+Cases the kernels do not cover raise ``ValueError`` here; ``vos.model.memory_read.memory_read`` sends
 them to its PyTorch reference, with the same numbers: a top-k read that must be differentiable (the
 sparse top-k kernels have no backward; the reference differentiates through ``topk``), and
 ``MAX_TOP_K`` < top_k < N (the running top-K_PAD would not fit in registers).
@@ -89,7 +89,7 @@ class Blocks:
     (``DEFAULT_TOPK_BLOCKS``, ``DEFAULT_FULL_BLOCKS``) are not timed on a GPU but chosen
     so that ptxas (sm_90, sm_80) spills at most a few bytes per thread: none for the top-k read at
     k ≤ 32 and the fp32 full read, 16–24 B in the bf16 full-read backward (``python -m
-    kernels.cross_compile``; the first defaults, 32/64/64 with 4 warps, spilled 0.2–17 KB per thread
+    vos.bench.cross_compile``; the first defaults, 32/64/64 with 4 warps, spilled 0.2–17 KB per thread
     in seven of the eight kernels). Larger k spills in the selection (k = 100: 0.6–1.4 KB).
     """
 
@@ -740,7 +740,7 @@ def memory_read_triton(
     need_usage: bool = False,
     blocks: Blocks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Triton memory read with the semantics of ``vos.memory.read.memory_read`` (sparse mode).
+    """Triton memory read with the semantics of ``vos.model.memory_read.memory_read`` (sparse mode).
 
     Args:
         mem_keys: B×CK×N. mem_shrinkage: B×1×N or None (1). query_keys: B×CK×HW.
@@ -768,7 +768,7 @@ def memory_read_triton(
 
     inputs = (mem_keys, mem_shrinkage, query_keys, query_selection, mem_values)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        raise ValueError("the top-k read kernels have no backward: use vos.memory.read.memory_read, which takes the reference")
+        raise ValueError("the top-k read kernels have no backward: use vos.model.memory_read.memory_read, which takes the reference")
     if top_k > MAX_TOP_K:
         raise ValueError(f"top_k {top_k} exceeds the kernels' register budget MAX_TOP_K = {MAX_TOP_K}: use the reference")
     return _topk_read(*inputs, top_k, need_usage, DEFAULT_TOPK_BLOCKS if blocks is None else blocks)

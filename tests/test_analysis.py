@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from vos.data.analysis import _clip_consistency, fill_ratios, histogram
+from vos.losses.analysis import _clip_consistency, fill_ratios, histogram
 from vos.data.io import read_mask, write_image, write_mask
 from vos.eval.baselines import filled_boxes, write_box_predictions
 from vos.losses.config import LossConfig

@@ -14,7 +14,7 @@ from torch._dynamo.backends.registry import lookup_backend
 
 from vos.bench.xmem_emulation import xmem_computation
 from vos.memory import InferenceCore, MemoryConfig
-from vos.memory.read import memory_read
+from vos.model.memory_read import memory_read
 from vos.memory.store import compiled_read
 from vos.model import ModelConfig, XMem
 from vos.model.compile import CompiledStages, compiled_stages, unwrap

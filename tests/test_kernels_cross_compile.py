@@ -1,4 +1,4 @@
-"""vos.kernels.cross_compile: every Triton kernel compiles for an H100 (sm_90) through Triton's real
+"""vos.bench.cross_compile: every Triton kernel compiles for an H100 (sm_90) through Triton's real
 CUDA pipeline and ptxas, on this GPU-less machine.
 
 The compile runs in a subprocess: this test session has TRITON_INTERPRET=1 (conftest), under which
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_kernel_compiles_for_sm90(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "vos.kernels.cross_compile", "--arch", "90", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "vos.bench.cross_compile", "--arch", "90", "--quick", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
 def test_compile_only_refuses_the_interpreter():
     from triton.runtime.jit import JITFunction
 
-    from vos.kernels import cross_compile
+    from vos.bench import cross_compile
 
     assert os.environ.get("TRITON_INTERPRET") == "1"
     run_before = JITFunction.run
@@ -59,7 +59,7 @@ def test_compile_only_puts_triton_back_even_after_an_error(monkeypatch):
     from triton.runtime import driver as triton_driver
     from triton.runtime.jit import JITFunction
 
-    from vos.kernels import cross_compile
+    from vos.bench import cross_compile
 
     monkeypatch.delenv("TRITON_INTERPRET")  # read when the block is entered; nothing launches here
     run_before, driver_before = JITFunction.run, triton_driver._active
@@ -74,7 +74,7 @@ def test_compile_only_puts_triton_back_even_after_an_error(monkeypatch):
 
 
 def test_main_refuses_the_interpreter_with_one_line(capsys):
-    from vos.kernels import cross_compile
+    from vos.bench import cross_compile
 
     with pytest.raises(SystemExit) as exit_info:
         cross_compile.main(["--arch", "90"])
@@ -83,7 +83,7 @@ def test_main_refuses_the_interpreter_with_one_line(capsys):
 
 
 def test_expected_kernels_lists_the_launchable_kernels_only():
-    from vos.kernels import cross_compile
+    from vos.bench import cross_compile
 
     names = cross_compile.expected_kernels()
     assert {"_topk_select_kernel", "_topk_weights_kernel", "_sparse_readout_kernel", "_full_fwd_kernel",

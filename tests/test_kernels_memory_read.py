@@ -1,4 +1,4 @@
-"""Triton memory read (kernels/memory_read.py) against the PyTorch reference (vos/memory/read.py).
+"""Triton memory read (kernels/memory_read.py) against the PyTorch reference (vos/model/memory_read.py).
 
 Runs on the CPU through Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before
 triton is imported); shapes and tiles are tiny because the interpreter executes every program.
@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("triton")
 
 from vos.kernels.memory_read import Blocks, _topk_select, memory_read_triton  # noqa: E402
-from vos.memory.read import memory_read, similarity  # noqa: E402
+from vos.model.memory_read import memory_read, similarity  # noqa: E402
 
 # 16 is the smallest tile tl.dot accepts; with these, N, HW and C below span several tiles.
 SMALL = Blocks(query=16, mem=16, channels=16)
@@ -163,7 +163,7 @@ def test_full_softmax_bf16():
 
 
 def test_default_tiles_match_reference():
-    """The default tile sizes (what runs on a GPU; chosen by kernels.cross_compile) at shapes that
+    """The default tile sizes (what runs on a GPU; chosen by vos.bench.cross_compile) at shapes that
     span several of their tiles: top-k read with usage, and the full read forward and backward."""
     from dataclasses import replace
 

@@ -8,8 +8,8 @@ import torch
 
 from vos import backends
 from vos.errors import VosError
-from vos.memory import read as read_mod
-from vos.memory.read import memory_read, resolve_backend, similarity
+import vos.model.memory_read as read_mod
+from vos.model.memory_read import memory_read, resolve_backend, similarity
 
 
 def _inputs(b=2, ck=8, n=40, hw=12, c=6, dtype=torch.float32):

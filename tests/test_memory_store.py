@@ -5,7 +5,7 @@ import torch
 
 from vos.errors import ConfigError, VosError
 from vos.memory.config import MemoryConfig
-from vos.memory.read import memory_read
+from vos.model.memory_read import memory_read
 from vos.memory.store import GroupMemory, InferenceMemory
 
 CK, CV, H, W = 4, 3, 2, 2

@@ -32,7 +32,7 @@ _EXPORTS = {
     "ModelConfig": "vos.model.config",
     "InferenceCore": "vos.memory.core",
     "MemoryConfig": "vos.memory.config",
-    "memory_read": "vos.memory.read",
+    "memory_read": "vos.model.memory_read",
     "segment_video": "vos.memory.segment",
     "Config": "vos.config",
     "load_config": "vos.config",

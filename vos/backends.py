@@ -1,7 +1,7 @@
 """The one place that chooses between the PyTorch references and the Triton kernels.
 
 Every operation with a kernel — the memory read and each weak loss — has a PyTorch reference in
-`vos` (`vos.memory.read.memory_read`, `vos.losses.*`) and a Triton implementation with the same
+`vos` (`vos.model.memory_read.memory_read`, `vos.losses.*`) and a Triton implementation with the same
 arguments in `vos.kernels` (the repository's `kernels/` folder, installed under that name). The
 references run everywhere and are the test oracle; the kernels need CUDA tensors, or CPU tensors
 with ``TRITON_INTERPRET=1`` set before triton is imported (how the tests run them). Backends:

@@ -11,8 +11,8 @@ Values are stored element-major (B×N×C, passed transposed) as the inference me
 Variants (each one reads with usage, as the inference memory does with long-term memory on):
 
 - ``triton``: the fused kernels (``backend="triton"``); CUDA only.
-- ``sparse_torch`` / ``sparse_torch_compiled``: ``vos.memory.read`` sparse mode, eager / torch.compile.
-- ``dense`` / ``dense_compiled``: ``vos.memory.read`` dense mode — XMem's algorithm (dense N×HW
+- ``sparse_torch`` / ``sparse_torch_compiled``: ``vos.model.memory_read`` sparse mode, eager / torch.compile.
+- ``dense`` / ``dense_compiled``: ``vos.model.memory_read`` dense mode — XMem's algorithm (dense N×HW
   affinity with the top-k kept, then values × affinity) on our one-GEMM similarity. The baseline
   of ``speedup_vs_dense``.
 - ``xmem``: XMem's op sequence as XMem runs it at inference (similarity as three terms
@@ -45,7 +45,7 @@ from vos.output import claim_files, write_text
 from vos.progress import log_lines
 
 
-from vos.memory.read import memory_read
+from vos.model.memory_read import memory_read
 
 HW = 1620
 CK = 64

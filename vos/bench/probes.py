@@ -12,7 +12,7 @@ import torch
 from vos.device import synchronize
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
-from vos.memory.read import memory_read
+from vos.model.memory_read import memory_read
 from vos.model.network import XMem
 
 

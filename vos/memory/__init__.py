@@ -1,38 +1,23 @@
-"""Memory read, XMem's inference memory and core, object ids, the video session API, `vos segment`.
+"""XMem's inference memory and core, object ids, the video session API, `vos segment`.
 
-Names are resolved on first use, so that importing the memory read (``vos.memory.read``, which the
-network's training read uses) does not pull in the inference core, which imports the network.
+The memory read itself (top-k attention over the memory) is part of the network, in
+``vos.model.memory_read``: the training recurrence calls it as much as the inference memory does.
 """
 
-from __future__ import annotations
+from vos.memory.config import MemoryConfig
+from vos.memory.core import InferenceCore
+from vos.memory.objects import ObjectManager
+from vos.memory.segment import segment_video
+from vos.memory.session import VideoPredictor, VideoSession
+from vos.memory.store import GroupMemory, InferenceMemory
 
-import importlib
-
-_EXPORTS = {
-    "GroupMemory": "vos.memory.store",
-    "InferenceCore": "vos.memory.core",
-    "InferenceMemory": "vos.memory.store",
-    "MemoryConfig": "vos.memory.config",
-    "ObjectManager": "vos.memory.objects",
-    "VideoPredictor": "vos.memory.session",
-    "VideoSession": "vos.memory.session",
-    "memory_read": "vos.memory.read",
-    "resolve_backend": "vos.memory.read",
-    "segment_video": "vos.memory.segment",
-    "similarity": "vos.memory.read",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'vos.memory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "GroupMemory",
+    "InferenceCore",
+    "InferenceMemory",
+    "MemoryConfig",
+    "ObjectManager",
+    "VideoPredictor",
+    "VideoSession",
+    "segment_video",
+]

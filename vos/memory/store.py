@@ -22,7 +22,7 @@ import torch
 from vos.errors import VosError
 from vos.memory.config import MemoryConfig
 from vos.memory.objects import ObjectManager
-from vos.memory.read import memory_read, resolve_backend
+from vos.model.memory_read import memory_read, resolve_backend
 
 # Initial life count of an element: usage = use/life stays finite before the first read.
 _NEW_LIFE = 1e-7

@@ -1,4 +1,5 @@
-"""The XMem network: modules, presets, preprocessing and weights I/O."""
+"""The XMem network: modules, presets, preprocessing, weights I/O, and the memory read
+(``vos.model.memory_read``: not re-exported here, where the function would hide its module)."""
 
 from vos.model.aggregate import aggregate
 from vos.model.config import PRESETS, ModelConfig

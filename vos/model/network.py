@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vos.memory.read import memory_read
+from vos.model.memory_read import memory_read
 from vos.model.aggregate import aggregate, object_probs
 from vos.model.config import ModelConfig
 from vos.model.decoder import Decoder
@@ -118,7 +118,7 @@ class XMem(nn.Module):
         need_usage: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory readout: query_key/query_selection B×CK×HW, mem_key B×CK×N, mem_shrinkage B×1×N,
-        mem_value B×C×N → (readout B×C×HW, usage B×N or None) from ``vos.memory.read.memory_read``.
+        mem_value B×C×N → (readout B×C×HW, usage B×N or None) from ``vos.model.memory_read.memory_read``.
 
         ``top_k`` None reads with the full softmax (training); ``backend`` picks the implementation;
         ``need_usage`` also returns the per-element usage (column sums of the affinity).

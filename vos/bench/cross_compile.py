@@ -10,7 +10,7 @@ whole pipeline (Triton IR → TTGIR → LLVM IR → PTX → ``ptxas`` cubin) and
 tensors are CPU tensors; the outputs of a "launch" are never written, which is fine because only
 the compiled code is examined.
 
-    python -m vos.kernels.cross_compile --arch 90 --arch 80 --out bench/results
+    python -m vos.bench.cross_compile --arch 90 --arch 80 --out bench/results
 
 writes ``kernels_compile.json``: per arch, scenario and kernel specialisation the compile time,
 warps, registers per thread, spill bytes and shared memory (``ptxas -v`` on the generated PTX).
@@ -160,7 +160,7 @@ def compile_only(arch: int, records: list[CompiledRecord], scenario: Callable[[]
     """Within the block, every Triton launch compiles for sm_<arch> and launches nothing; each new
     compiled specialisation is appended to ``records`` (``scenario()`` names the current step)."""
     if os.environ.get("TRITON_INTERPRET") == "1":
-        raise RuntimeError("vos.kernels.cross_compile needs TRITON_INTERPRET unset (interpreted kernels never compile)")
+        raise RuntimeError("vos.bench.cross_compile needs TRITON_INTERPRET unset (interpreted kernels never compile)")
     original_run = JITFunction.run
 
     def run(self: JITFunction, *args, grid, warmup, **kwargs):
@@ -218,7 +218,7 @@ def _memory_read_inference(arch: int, step: Callable[[str], None], quick: bool) 
     with and without usage, k = 30 on a tiny memory (one split) and k = 100 (K_PAD 128). The N
     splits are those the launcher picks on the GPU ``arch`` stands for (a compile-time constant).
     quick: the first case only."""
-    from .memory_read import DEFAULT_TOPK_BLOCKS, memory_read_triton, topk_tiles
+    from vos.kernels.memory_read import DEFAULT_TOPK_BLOCKS, memory_read_triton, topk_tiles
 
     full, tiny = INFER_MEMORY[-1], 100  # N = 100: one 160×160 frame at stride 16
     cases = [(full, INFER_HW, 30, True), (full, INFER_HW, 30, False), (tiny, tiny, 30, True),
@@ -240,7 +240,7 @@ def _memory_read_training(arch: int, step: Callable[[str], None], quick: bool) -
     """Full-softmax read, forward and backward, as training calls it (keys/values fp32 or bf16 from
     autocast; the kernels compute in fp32), and with the usage and its gradient (the inference
     memory's prototype read has the same forward); quick: the usage case only."""
-    from .memory_read import memory_read_triton
+    from vos.kernels.memory_read import memory_read_triton
 
     hw = (TRAIN_SIZE // 16) ** 2
     n = TRAIN_REF_FRAMES * hw
@@ -270,7 +270,7 @@ def _weak_losses(arch: int, step: Callable[[str], None], quick: bool) -> None:
     """The weak losses as training computes them (``vos.losses.WeakLoss``, backend "triton"), forward
     and backward, with the thesis's defaults and with every ablation option that changes the code;
     quick: the defaults and the fp64 Lab only."""
-    from kernels import losses as kernel_losses
+    from vos.kernels import losses as kernel_losses
     from vos.losses import LossConfig, WeakLoss
 
     b, t, n, size = TRAIN_BATCH, TRAIN_FRAMES - 1, TRAIN_OBJECTS, TRAIN_SIZE
