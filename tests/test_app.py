@@ -366,3 +366,25 @@ def test_cli_app_reports_a_missing_video_in_one_line(tmp_path, weights):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == f"error: {tmp_path / 'missing.mp4'}: no such video file or folder"
     assert not (tmp_path / "ws").exists()
+
+
+def test_a_corrupt_frame_is_reported_and_the_annotator_keeps_working(tmp_path, video, weights):
+    frames, annotations = video
+    copy = tmp_path / "frames"
+    shutil.copytree(frames, copy)
+    broken = sorted(copy.iterdir())[3]
+    broken.write_bytes(b"not an image")
+    with Annotator(_predictor(weights), copy, tmp_path / "ws") as a:
+        a.add_object()
+        a.set_box(0, 1, _gt_boxes(annotations, 0)[1])
+        a.propagate(0, "forward")
+        a.wait()
+        status = a.state()["status"]
+        assert status["done"] == 3 and not status["running"]
+        assert status["error"].startswith(f"{broken}: unreadable or corrupt image")
+        with pytest.raises(VosError, match="unreadable or corrupt image"):
+            a.frame_jpeg(3)
+        a.set_box(5, 1, _gt_boxes(annotations, 5)[1])  # still usable: start after the bad frame
+        a.propagate(5, "forward")
+        a.wait()
+        assert a.state()["status"]["error"] is None and a.state()["results"] == [0, 1, 2, *range(5, FRAMES)]
