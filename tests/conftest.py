@@ -18,6 +18,26 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope="module")
+def model():
+    """A randomly initialised small network (seed 0), shared by the tests of one module."""
+    from vos.model.weights import build_model
+
+    torch.manual_seed(0)
+    return build_model("small")
+
+
+@pytest.fixture(scope="session")
+def small_weights(tmp_path_factory):
+    """That network saved as a checkpoint, for the commands that take --weights."""
+    from vos.model.weights import build_model, save_weights
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
+    save_weights(build_model("small"), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A tiny synthetic DAVIS-layout set shared by tests that only read it."""

@@ -33,7 +33,7 @@ from vos.data.io import read_mask  # noqa: E402
 from vos.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from vos.errors import VosError  # noqa: E402
 from vos.memory.session import VideoPredictor  # noqa: E402
-from vos.model.weights import build_model, load_model  # noqa: E402
+from vos.model.weights import load_model  # noqa: E402
 
 FRAMES = 10
 
@@ -51,14 +51,9 @@ def video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def weights(small_weights) -> Path:
     given = os.environ.get("VOS_APP_WEIGHTS")
-    if given:
-        return Path(given)
-    path = tmp_path_factory.mktemp("app-weights") / "XMem.pth"
-    torch.manual_seed(0)
-    torch.save(build_model("small").state_dict(), path)
-    return path
+    return Path(given) if given else small_weights
 
 
 def _predictor(weights: Path) -> VideoPredictor:
@@ -388,3 +383,29 @@ def test_a_corrupt_frame_is_reported_and_the_annotator_keeps_working(tmp_path, v
         a.propagate(5, "forward")
         a.wait()
         assert a.state()["status"]["error"] is None and a.state()["results"] == [0, 1, 2, *range(5, FRAMES)]
+
+
+def test_a_video_file_is_counted_and_served(tmp_path, video, weights):
+    av = pytest.importorskip("av")
+    from vos.data.io import read_image
+
+    frames, annotations = video
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 224, 128, "yuv420p"
+        for file in sorted(frames.iterdir()):
+            image = read_image(file).permute(1, 2, 0).contiguous().numpy()
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with Annotator(_predictor(weights), path, tmp_path / "ws") as a:
+        info = a.info()
+        assert (info["frames"], info["width"], info["height"], info["video"]) == (FRAMES, 224, 128, "clip.mp4")
+        assert a.frame_jpeg(FRAMES - 1)[:2] == b"\xff\xd8"
+        a.add_object()
+        a.set_box(FRAMES - 1, 1, _gt_boxes(annotations, FRAMES - 1)[1])
+        a.propagate(FRAMES - 1, "backward")
+        a.wait()
+        assert a.state()["results"] == list(range(FRAMES)) and a.state()["status"]["error"] is None

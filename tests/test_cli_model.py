@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from vos.data.io import read_mask
-from vos.model.weights import build_model, load_model, save_weights
+from vos.model.weights import build_model, load_model
 
 runner = CliRunner()
 
@@ -17,18 +17,11 @@ def _error(result, text):
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
 
 
-def _weights(tmp_path):
-    path = tmp_path / "small.safetensors"
-    save_weights(build_model("small"), path)
-    return path
-
-
-def test_segment_with_mask_and_with_boxes(synthetic_root, tmp_path):
-    weights = _weights(tmp_path)
+def test_segment_with_mask_and_with_boxes(synthetic_root, small_weights, tmp_path):
     video = synthetic_root / "JPEGImages/480p/synth0000"
     first = synthetic_root / "Annotations/480p/synth0000/00000.png"
     out = tmp_path / "by_mask"
-    result = runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(weights), "--mask", str(first), "--size", "-1", "--device", "cpu"])
+    result = runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(small_weights), "--mask", str(first), "--size", "-1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == [f"{t:05d}.png" for t in range(6)]
@@ -37,18 +30,17 @@ def test_segment_with_mask_and_with_boxes(synthetic_root, tmp_path):
     assert torch.equal(read_mask(pngs[0]), read_mask(first))
 
     out = tmp_path / "by_box"
-    result = runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(weights), "--box", "10,10,40,30", "--box", "50,20,90,60", "--size", "-1"])
+    result = runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(small_weights), "--box", "10,10,40,30", "--box", "50,20,90,60", "--size", "-1"])
     assert result.exit_code == 0, result.output
     first_pred = read_mask(out / "00000.png")
     assert set(torch.unique(first_pred).tolist()) <= {0, 1, 2}
     assert (first_pred[10:30, 10:40] == 1).all()
 
 
-def test_segment_from_a_middle_frame_both_ways_in_binary_and_untrained_warning(synthetic_root, tmp_path):
-    weights = _weights(tmp_path)
+def test_segment_from_a_middle_frame_both_ways_in_binary_and_untrained_warning(synthetic_root, small_weights, tmp_path):
     video = synthetic_root / "JPEGImages/480p/synth0000"
     out = tmp_path / "binary"
-    args = ["segment", str(video), "--out", str(out), "--weights", str(weights), "--box", "10,10,40,30", "--frame", "3"]
+    args = ["segment", str(video), "--out", str(out), "--weights", str(small_weights), "--box", "10,10,40,30", "--frame", "3"]
     result = runner.invoke(app, [*args, "--direction", "backward", "--format", "binary", "--size", "32"])
     assert result.exit_code == 0, result.output
     # frames 3, 2, 1, 0 for object 1, one 0/255 PNG each; the prompt frame holds the box
@@ -63,21 +55,20 @@ def test_segment_from_a_middle_frame_both_ways_in_binary_and_untrained_warning(s
     _error(runner.invoke(app, [*args, "--format", "jpeg", "--out", str(tmp_path / "y")]), "format")
 
 
-def test_segment_bad_inputs(synthetic_root, tmp_path):
-    weights = _weights(tmp_path)
+def test_segment_bad_inputs(synthetic_root, small_weights, tmp_path):
     video = synthetic_root / "JPEGImages/480p/synth0000"
     out = str(tmp_path / "o")
-    _error(runner.invoke(app, ["segment", str(tmp_path / "nope"), "--out", out, "--weights", str(weights), "--box", "1,1,5,5"]), "not found")
-    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(weights), "--box", "10,10,500,30"]), "outside")
-    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(weights), "--box", "1,2,3"]), "expected x0,y0,x1,y1")
-    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(weights)]), "exactly one initialisation")
+    _error(runner.invoke(app, ["segment", str(tmp_path / "nope"), "--out", out, "--weights", str(small_weights), "--box", "1,1,5,5"]), "not found")
+    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(small_weights), "--box", "10,10,500,30"]), "outside")
+    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(small_weights), "--box", "1,2,3"]), "expected x0,y0,x1,y1")
+    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(small_weights)]), "exactly one initialisation")
     _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(tmp_path / "w.pth"), "--box", "1,1,5,5"]), "not found")
     empty = tmp_path / "empty.png"
     from vos.data.io import write_mask
 
     write_mask(empty, torch.zeros(64, 96, dtype=torch.uint8))
-    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(weights), "--mask", str(empty)]), "empty")
-    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(weights), "--box", "1,1,5,5", "--set", "top_k=0"]), "memory.top_k")
+    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(small_weights), "--mask", str(empty)]), "empty")
+    _error(runner.invoke(app, ["segment", str(video), "--out", out, "--weights", str(small_weights), "--box", "1,1,5,5", "--set", "top_k=0"]), "memory.top_k")
 
 
 def test_convert_pth_to_safetensors(tmp_path):
@@ -103,14 +94,13 @@ def test_score_cli_writes_reports(synthetic_root, tmp_path):
     _error(runner.invoke(app, ["score", str(gt), str(gt), "--protocol", "x"]), "--protocol")
 
 
-def test_eval_cli_mask_and_box(synthetic_root, tmp_path):
-    weights = _weights(tmp_path)
+def test_eval_cli_mask_and_box(synthetic_root, small_weights, tmp_path):
     for init in ("mask", "box"):
         out = tmp_path / f"ev-{init}"
-        result = runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--init", init,
+        result = runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(synthetic_root), "--init", init,
                                      "--out", str(out), "--size", "-1", "--device", "cpu", "--workers", "1"])
         assert result.exit_code == 0, result.output
         assert (out / "scores.json").is_file() and "J&F" in result.output
-    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--init", "boxes"]), "--init")
-    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(tmp_path / "nowhere")]), "")
-    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(synthetic_root), "--shard", "3/2"]), "shard")
+    _error(runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(synthetic_root), "--init", "boxes"]), "--init")
+    _error(runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(tmp_path / "nowhere")]), "")
+    _error(runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(synthetic_root), "--shard", "3/2"]), "shard")

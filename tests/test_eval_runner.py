@@ -24,7 +24,6 @@ from vos.errors import VosError
 from vos.eval import runner
 from vos.eval.runner import evaluate, parse_shard
 from vos.eval.sources import x3_order
-from vos.model.weights import build_model
 
 SYNTH = SyntheticSpec(videos=4, frames=6, height=64, width=96, seed=5, val_fraction=0.75)
 
@@ -42,12 +41,6 @@ def root(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("eval_synthetic")
     generate(path, SYNTH)
     return path
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("small")
 
 
 @pytest.fixture(scope="module")

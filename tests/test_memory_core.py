@@ -6,15 +6,8 @@ from torch import nn
 
 from vos.errors import VosError
 from vos.memory import InferenceCore, MemoryConfig
-from vos.model.weights import build_model
 
 H, W = 32, 40
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("small", device="cpu")
 
 
 class Spy(nn.Module):

@@ -10,16 +10,9 @@ from PIL import Image
 from vos.data.io import DAVIS_PALETTE, read_image, read_mask, write_image, write_mask
 from vos.errors import VosError
 from vos.memory import MemoryConfig, segment_video
-from vos.model.weights import build_model
 
 H, W = 40, 56
 HAVE_AV = importlib.util.find_spec("av") is not None
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("small", device="cpu")
 
 
 @pytest.fixture

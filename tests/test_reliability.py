@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from vos.data.io import read_mask, write_mask
-from vos.model.weights import build_model, load_model, save_weights
+from vos.model.weights import load_model
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -42,29 +42,22 @@ def _temps(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if ".vos-tmp" in p.name or p.name.endswith(".tmp")]
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "small.safetensors"
-    save_weights(build_model("small"), path)
-    return path
-
-
-def _segment(synthetic_root, weights, out, *extra):
+def _segment(synthetic_root, small_weights, out, *extra):
     video = synthetic_root / "JPEGImages/480p/synth0000"
     mask = synthetic_root / "Annotations/480p/synth0000/00000.png"
-    return runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(weights), "--mask", str(mask),
+    return runner.invoke(app, ["segment", str(video), "--out", str(out), "--weights", str(small_weights), "--mask", str(mask),
                                "--size", "-1", "--device", "cpu", *extra])
 
 
 # ------------------------------------------------------------------------------ user files
-def test_segment_refuses_foreign_folders_and_its_input(synthetic_root, weights, tmp_path):
+def test_segment_refuses_foreign_folders_and_its_input(synthetic_root, small_weights, tmp_path):
     out = tmp_path / "masks"
     out.mkdir()
     (out / "00099.png").write_bytes(b"an old mask of the user's")
     (out / "notes.txt").write_text("keep me")
     before = _hashes(out)
-    _error(_segment(synthetic_root, weights, out), str(out), "not written by vos")
-    _error(_segment(synthetic_root, weights, out, "--overwrite"), "not written by vos")
+    _error(_segment(synthetic_root, small_weights, out), str(out), "not written by vos")
+    _error(_segment(synthetic_root, small_weights, out, "--overwrite"), "not written by vos")
     assert _hashes(out) == before
 
     frames = tmp_path / "frames"  # segmenting a folder of frames into itself
@@ -72,28 +65,28 @@ def test_segment_refuses_foreign_folders_and_its_input(synthetic_root, weights, 
     for src in sorted((synthetic_root / "JPEGImages/480p/synth0000").glob("*.jpg")):
         (frames / src.name).write_bytes(src.read_bytes())
     before = _hashes(frames)
-    video = ["segment", str(frames), "--weights", str(weights), "--box", "1,1,20,20", "--device", "cpu"]
+    video = ["segment", str(frames), "--weights", str(small_weights), "--box", "1,1,20,20", "--device", "cpu"]
     _error(runner.invoke(app, [*video, "--out", str(frames)]), "input folder")
     _error(runner.invoke(app, [*video, "--out", str(frames / "masks")]), "input folder")
     assert _hashes(frames) == before
 
     afile = tmp_path / "afile"
     afile.write_text("mine")
-    _error(_segment(synthetic_root, weights, afile), str(afile), "not a folder")
+    _error(_segment(synthetic_root, small_weights, afile), str(afile), "not a folder")
     assert afile.read_text() == "mine"
 
 
-def test_overwrite_removes_only_what_vos_wrote(synthetic_root, weights, tmp_path):
+def test_overwrite_removes_only_what_vos_wrote(synthetic_root, small_weights, tmp_path):
     out = tmp_path / "masks"
-    result = _segment(synthetic_root, weights, out)
+    result = _segment(synthetic_root, small_weights, out)
     assert result.exit_code == 0, result.output
     assert "segment synth0000: 6/6 frames" in result.output  # plain progress lines off a terminal
     first = _hashes(out)
-    _error(_segment(synthetic_root, weights, out), "earlier `vos segment`", "--overwrite")
+    _error(_segment(synthetic_root, small_weights, out), "earlier `vos segment`", "--overwrite")
     assert _hashes(out) == first
 
     (out / "00099.png").write_bytes(b"the user's")  # something of the user's among ours
-    _error(_segment(synthetic_root, weights, out, "--overwrite"), "00099.png", "was not")
+    _error(_segment(synthetic_root, small_weights, out, "--overwrite"), "00099.png", "was not")
     assert _hashes(out) == {**first, "00099.png": hashlib.sha256(b"the user's").hexdigest()}
     (out / "00099.png").unlink()
 
@@ -102,7 +95,7 @@ def test_overwrite_removes_only_what_vos_wrote(synthetic_root, weights, tmp_path
     short.mkdir()
     for src in sorted((synthetic_root / "JPEGImages/480p/synth0000").glob("*.jpg"))[:3]:
         (short / src.name).write_bytes(src.read_bytes())
-    result = runner.invoke(app, ["segment", str(short), "--out", str(out), "--weights", str(weights), "--box", "10,10,40,30",
+    result = runner.invoke(app, ["segment", str(short), "--out", str(out), "--weights", str(small_weights), "--box", "10,10,40,30",
                                  "--device", "cpu", "--size", "-1", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
@@ -144,10 +137,10 @@ def _enospc_after(monkeypatch, writes: int):
     monkeypatch.setattr(Image.Image, "save", save)
 
 
-def test_full_disk_is_one_line_and_leaves_no_temporaries(synthetic_root, weights, tmp_path, monkeypatch):
+def test_full_disk_is_one_line_and_leaves_no_temporaries(synthetic_root, small_weights, tmp_path, monkeypatch):
     out = tmp_path / "masks"
     _enospc_after(monkeypatch, 3)
-    line = _error(_segment(synthetic_root, weights, out), "no space left")
+    line = _error(_segment(synthetic_root, small_weights, out), "no space left")
     assert "00003.png" in line
     assert not _temps(out)
     assert sorted(p.name for p in out.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
@@ -163,8 +156,8 @@ def test_full_disk_is_one_line_and_leaves_no_temporaries(synthetic_root, weights
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     dst = tmp_path / "conv" / "model.safetensors"
-    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(dst), "no space left")
-    assert not dst.parent.exists()  # no weights, no config without them, no temporaries, no empty folder
+    _error(runner.invoke(app, ["convert", str(small_weights), str(dst)]), str(dst), "no space left")
+    assert not dst.parent.exists()  # no small_weights, no config without them, no temporaries, no empty folder
 
 
 def _sys_read_only() -> bool:
@@ -177,16 +170,16 @@ def _sys_read_only() -> bool:
 
 
 @pytest.mark.skipif(not _sys_read_only(), reason="needs /sys where folders cannot be created")
-def test_unwritable_out_is_one_line(synthetic_root, weights, tmp_path):
-    _error(_segment(synthetic_root, weights, "/sys/vos-test-out"), "/sys/vos-test-out")
+def test_unwritable_out_is_one_line(synthetic_root, small_weights, tmp_path):
+    _error(_segment(synthetic_root, small_weights, "/sys/vos-test-out"), "/sys/vos-test-out")
     _error(runner.invoke(app, ["data", "synthetic", "/sys/vos-test-set", "--videos", "2", "--frames", "2", "--size", "32x32"]),
            "/sys/vos-test-set")
 
 
 # ------------------------------------------------------------------------------ inputs
-def test_bad_inputs_get_clear_lines(synthetic_root, weights, tmp_path):
+def test_bad_inputs_get_clear_lines(synthetic_root, small_weights, tmp_path):
     video = synthetic_root / "JPEGImages/480p/synth0000"
-    base = ["segment", str(video), "--out", str(tmp_path / "o"), "--weights", str(weights), "--device", "cpu"]
+    base = ["segment", str(video), "--out", str(tmp_path / "o"), "--weights", str(small_weights), "--device", "cpu"]
     _error(runner.invoke(app, [*base, "--box", "nan,50,200,150"]), "finite")
     _error(runner.invoke(app, [*base, "--box", "1,2,inf,4"]), "finite")
     _error(runner.invoke(app, [*base, "--box", "a,b,c,d"]), "x0,y0,x1,y1")
@@ -204,7 +197,7 @@ def test_bad_inputs_get_clear_lines(synthetic_root, weights, tmp_path):
     assert "--set" not in line.split("(")[0]
     assert not (tmp_path / "run").exists()
 
-    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--dataset", "y18", "--root", str(synthetic_root),
+    _error(runner.invoke(app, ["eval", "--weights", str(small_weights), "--dataset", "y18", "--root", str(synthetic_root),
                                "--out", str(tmp_path / "y")]), "not a YouTube-VOS root")
 
 
@@ -215,7 +208,7 @@ def test_failed_training_leaves_no_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_dataset_faults_are_named(synthetic_root, weights, tmp_path):
+def test_dataset_faults_are_named(synthetic_root, small_weights, tmp_path):
     import shutil
 
     root = tmp_path / "set"
@@ -226,7 +219,7 @@ def test_dataset_faults_are_named(synthetic_root, weights, tmp_path):
     assert result.exit_code == 1 and "first annotation of synth0000 has no object" in result.stderr
 
     write_mask(first, torch.ones(32, 40, dtype=torch.uint8))
-    _error(runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(root), "--out", str(tmp_path / "e"),
+    _error(runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(root), "--out", str(tmp_path / "e"),
                                "--size", "-1", "--device", "cpu", "--workers", "1"]), str(first))
 
 
@@ -281,8 +274,8 @@ def test_resume_refuses_other_settings_and_shows_progress(synthetic_root, tmp_pa
 
 
 # ------------------------------------------------------------------------------ eval: kill -9, shards
-def _eval_cmd(root, weights, out, *extra):
-    return [sys.executable, "-c", "from cli import app; app()", "eval", "--weights", str(weights), "--root", str(root),
+def _eval_cmd(root, small_weights, out, *extra):
+    return [sys.executable, "-c", "from cli import app; app()", "eval", "--weights", str(small_weights), "--root", str(root),
             "--out", str(out), "--size", "-1", "--device", "cpu", "--workers", "1", *extra]
 
 
@@ -305,10 +298,10 @@ def eval_root(tmp_path_factory):
     return root
 
 
-def test_eval_killed_mid_video_then_rerun_equals_uninterrupted(eval_root, weights, tmp_path):
+def test_eval_killed_mid_video_then_rerun_equals_uninterrupted(eval_root, small_weights, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     straight = tmp_path / "straight"
-    result = runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(eval_root), "--out", str(straight),
+    result = runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(eval_root), "--out", str(straight),
                                  "--size", "-1", "--device", "cpu", "--workers", "1"])
     assert result.exit_code == 0, result.output
     # SIGKILL from inside the 6th mask write: the first val video is done, the second is half written
@@ -316,13 +309,13 @@ def test_eval_killed_mid_video_then_rerun_equals_uninterrupted(eval_root, weight
               "def write(*a, **k):\n    n['k'] += 1\n    if n['k'] == 6: os.kill(os.getpid(), signal.SIGKILL)\n    w(*a, **k)\n"
               "r.write_mask = write\nfrom cli import app\napp()")
     out = tmp_path / "killed"
-    cmd = _eval_cmd(eval_root, weights, out)
+    cmd = _eval_cmd(eval_root, small_weights, out)
     cmd[2] = killer
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     done = sorted(p.stem for p in (out / "done").glob("*.json"))
     assert len(done) == 1
-    proc = subprocess.run(_eval_cmd(eval_root, weights, out), cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = subprocess.run(_eval_cmd(eval_root, small_weights, out), cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert f"{done[0]}: done before" in proc.stdout  # the finished video was kept, not redone
     assert _predictions(out) == _predictions(straight)
@@ -330,13 +323,13 @@ def test_eval_killed_mid_video_then_rerun_equals_uninterrupted(eval_root, weight
     assert not _temps(out)
 
 
-def test_two_eval_shards_share_one_folder(eval_root, weights, tmp_path):
+def test_two_eval_shards_share_one_folder(eval_root, small_weights, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     straight = tmp_path / "straight"
-    assert runner.invoke(app, ["eval", "--weights", str(weights), "--root", str(eval_root), "--out", str(straight),
+    assert runner.invoke(app, ["eval", "--weights", str(small_weights), "--root", str(eval_root), "--out", str(straight),
                                "--size", "-1", "--device", "cpu", "--workers", "1"]).exit_code == 0
     out = tmp_path / "shared"
-    procs = [subprocess.Popen(_eval_cmd(eval_root, weights, out, "--shard", f"{i}/2"), cwd=tmp_path, env=env,
+    procs = [subprocess.Popen(_eval_cmd(eval_root, small_weights, out, "--shard", f"{i}/2"), cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
@@ -433,24 +426,24 @@ def test_analyze_outputs_never_replace_the_users_files(synthetic_root, tmp_path)
     assert sorted(p.name for p in out.parent.iterdir()) == [".vos-written", "fill.json", "fill.png"]
 
 
-def test_convert_never_replaces_the_users_file(weights, tmp_path):
+def test_convert_never_replaces_the_users_file(small_weights, tmp_path):
     dst = tmp_path / "model.safetensors"
     dst.write_bytes(b"the user's weights")
     before = _hashes(tmp_path)
-    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(dst), "not written by vos", "another DST")
+    _error(runner.invoke(app, ["convert", str(small_weights), str(dst)]), str(dst), "not written by vos", "another DST")
     dst.unlink()
     (tmp_path / "model.json").write_text("the user's config")
-    _error(runner.invoke(app, ["convert", str(weights), str(dst)]), str(tmp_path / "model.json"), "not written by vos")
+    _error(runner.invoke(app, ["convert", str(small_weights), str(dst)]), str(tmp_path / "model.json"), "not written by vos")
     assert _hashes(tmp_path) == {k: v for k, v in before.items() if k != "model.safetensors"} | {
         "model.json": hashlib.sha256(b"the user's config").hexdigest()}
-    _error(runner.invoke(app, ["convert", str(weights), str(weights)]), "input")
+    _error(runner.invoke(app, ["convert", str(small_weights), str(small_weights)]), "input")
     fresh = tmp_path / "conv" / "model.safetensors"
     for _ in range(2):  # converting again replaces what the first conversion wrote
-        result = runner.invoke(app, ["convert", str(weights), str(fresh)])
+        result = runner.invoke(app, ["convert", str(small_weights), str(fresh)])
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in fresh.parent.iterdir()) == [".vos-written", "model.json", "model.safetensors"]
     assert torch.equal(load_model(fresh).state_dict()["key_proj.key_proj.weight"],
-                       load_model(weights).state_dict()["key_proj.key_proj.weight"])
+                       load_model(small_weights).state_dict()["key_proj.key_proj.weight"])
 
 
 def test_claimed_file_is_checked_again_when_written(tmp_path):

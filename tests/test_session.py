@@ -16,19 +16,12 @@ from vos.data.export import MaskExporter, rle_decode, rle_encode
 from vos.data.io import read_mask, write_image
 from vos.memory.config import MemoryConfig
 from vos.memory.core import InferenceCore
-from vos.model.weights import build_model
 
 H, W, T = 40, 56, 8
 BOX_A = (4, 6, 26, 30)
 BOX_B = (30, 10, 50, 34)
 MEMORY = MemoryConfig(mem_every=2, max_mid_term_frames=4, min_mid_term_frames=2, num_prototypes=16,
                       max_long_term_elements=64)
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("small")
 
 
 def _video(frames: int = T, seed: int = 3) -> list[torch.Tensor]:

@@ -12,8 +12,9 @@ progress and can be stopped between frames; and persistence. The workspace folde
     export-<format>/, overlay.mp4     exports, written by the same writers as ``vos segment``
 
 so that a server restarted on the same video and workspace continues where the person stopped.
-Every method that changes state takes the lock; the propagation thread holds it for one frame at a
-time, so frames and results stay readable while it runs. Errors a person can cause raise
+Every method that changes state takes the lock and is refused while a propagation runs; the
+propagation thread takes the lock only to publish each frame's progress, so frames and results stay
+readable while it runs. Errors a person can cause raise
 :class:`~vos.errors.VosError` with a message meant for the page.
 """
 
@@ -73,7 +74,11 @@ class Annotator:
             ))
             self.session = predictor.open(self.video, cache_dir)
             self._stack.callback(self.session.close)
-            if self.session.frames.count is None or self.session.frames.count == 0:
+            if self.session.frames.count is None:  # a video file: decode it once (into the frame cache) to count
+                k = 0
+                while self.session.frames.exists(k):
+                    k += 1
+            if not self.session.frames.count:
                 raise VosError(f"{self.video}: no frames")
             self.frame_count = int(self.session.frames.count)
             self.size = self.session.frame_size(0)
@@ -221,12 +226,14 @@ class Annotator:
         steps = self.session.propagate(k, direction)
         try:
             while not self._stop.is_set():
+                # the network step runs without the lock (every edit is refused while a propagation
+                # runs), so the page's frame and result requests are served between and during steps
+                item = next(steps, None)
+                if item is None:
+                    break
+                frame, ids = item
+                self._write_result(frame, ids)
                 with self.lock:
-                    item = next(steps, None)
-                    if item is None:
-                        break
-                    frame, ids = item
-                    self._write_result(frame, ids)
                     self.version += 1
                     self._status.update(done=self._status["done"] + 1, frame=frame)
             self._status["stopped"] = self._stop.is_set()
