@@ -333,6 +333,24 @@ def test_page_end_to_end_matches_vos_segment(tmp_path, video, weights):
         driver.save_screenshot(str(shots / "5-exported.png"))
         messages = driver.find_element(By.ID, "message")
         assert not messages.is_displayed(), messages.text
+
+        # 4. the brush: a stroke for object 2 becomes its mask prompt (its current mask plus the
+        # stroke), and "clear prompt" removes it again
+        brushed = FRAMES - 2
+        go_to(brushed)
+        driver.find_elements(By.CSS_SELECTOR, "#objects .select-object")[1].click()
+        driver.find_element(By.ID, "tool-brush").click()
+        width = driver.execute_script("return arguments[0].getBoundingClientRect().width;", canvas)
+        per_pixel = width / 224
+        ActionChains(driver).move_to_element_with_offset(canvas, int(-8 * per_pixel), 0).click_and_hold() \
+            .move_to_element_with_offset(canvas, int(8 * per_pixel), 0).release().perform()
+        driver.find_element(By.ID, "apply-mask").click()
+        wait.until(lambda d: prompts(brushed) == [{"object": 2, "mask": True}])
+        painted = read_mask(workspace / "prompts" / f"{sorted(frames.iterdir())[brushed].stem}_2.png")
+        assert bool(painted[62:67, 106:119].all())  # the stroke across the centre, 12 px wide
+        driver.save_screenshot(str(shots / "6-brush.png"))
+        driver.find_element(By.ID, "clear-prompt").click()
+        wait.until(lambda d: prompts(brushed) == [])
     finally:
         driver.quit()
         app.close()

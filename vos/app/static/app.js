@@ -248,12 +248,18 @@ function startBrush() {
 }
 
 function paint(x, y) {
+  // a round-capped segment from the previous point, so a fast stroke leaves no gaps
   const ctx = app.brush.canvas.getContext("2d");
+  const [x0, y0] = app.lastPoint || [x, y];
   ctx.globalCompositeOperation = tool() === "erase" ? "destination-out" : "source-over";
-  ctx.fillStyle = "#fff";
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = Number($("brush-size").value);
+  ctx.lineCap = "round";
   ctx.beginPath();
-  ctx.arc(x, y, Number($("brush-size").value) / 2, 0, 2 * Math.PI);
-  ctx.fill();
+  ctx.moveTo(x0, y0);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  app.lastPoint = [x, y];
 }
 
 function onDown(event) {
@@ -265,6 +271,7 @@ function onDown(event) {
     } else {
       if (!app.brush || app.brush.object !== app.selected) startBrush();
       app.painting = true;
+      app.lastPoint = null;
       paint(x, y);
     }
     draw();
