@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .loss_common import DEFAULT_BLOCKS, TL_DTYPES, LossBlocks, grid_1d
+from .common import DEFAULT_BLOCKS, TL_DTYPES, LossBlocks, grid_1d
 from .checks import check_divisible
 
 

@@ -12,7 +12,7 @@ the program).
   active in-image neighbours of softplus(a) + softplus(b) − softplus(a + b) (the stable
   −log(m m' + (1−m)(1−m'))), and the number of such edges (box-weighted), written per (b, n, t,
   block) — deterministic partial sums, reduced and normalised on the host side (torch, B·N·T·blocks
-  numbers; "pixels" or "edges", see ``kernels.loss_common.normalise``).
+  numbers; "pixels" or "edges", see ``kernels.common.normalise``).
 - ``_pairwise_bwd_kernel`` — same grid. The neighbourhood is symmetric (δ and −δ) and so are S,
   the threshold and "in image"; a pixel p's gradient gathers, over its neighbours q, both the
   edge it centres (weight box_p) and the edge q centres with p as neighbour (weight box_q):
@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from .checks import check_loss_shapes
-from .loss_common import (
+from .common import (
     DEFAULT_BLOCKS,
     TL_DTYPES,
     LossBlocks,

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from .checks import check_loss_shapes
-from .loss_common import (
+from .common import (
     DEFAULT_BLOCKS,
     TL_DTYPES,
     LossBlocks,

@@ -17,7 +17,7 @@ for fp64 inputs). Tensors must be on CUDA, or on the CPU with TRITON_INTERPRET=1
 is imported (the tests). Importing this module imports triton.
 """
 
-from .loss_common import DEFAULT_BLOCKS, LossBlocks
+from .common import DEFAULT_BLOCKS, LossBlocks
 from .loss_lab import frames_to_lab, rgb_to_lab
 from .loss_pairwise import pairwise_loss
 from .loss_projection import projection_loss

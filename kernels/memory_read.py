@@ -71,6 +71,7 @@ import triton
 import triton.language as tl
 
 from .checks import check_read_args
+from .common import TL_DTYPES
 
 # Largest k the top-k kernels keep in registers (K_PAD per query pixel in the running merge).
 MAX_TOP_K = 128
@@ -483,15 +484,8 @@ def _full_bwd_query_kernel(
 
 
 # ---------------------------------------------------------------------------------------- launchers
-_TL_DTYPES = {torch.float32: tl.float32, torch.float64: tl.float64}
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
-
-
 def _block_ck(ck: int) -> int:
-    return max(16, _next_pow2(ck))
+    return max(16, triton.next_power_of_2(ck))
 
 
 def _sm_count(device: torch.device) -> int:
@@ -535,7 +529,7 @@ def topk_tiles(n: int, hw: int, batch: int, top_k: int, blocks: Blocks, sm_count
     """Tiles and N splits of the top-k selection. ``sm_count``: multiprocessors of the device, used
     when ``blocks.splits`` is None to aim at ~2 waves of programs, each split streaming at least
     2 tiles (at most 16 splits)."""
-    k_pad = max(2, _next_pow2(min(top_k, n)))
+    k_pad = max(2, triton.next_power_of_2(min(top_k, n)))
     block_n = max(blocks.mem, k_pad)
     # Past k = 32, 16 query rows per program (tl.dot's minimum), so that the running top-K_PAD
     # (int64 keys) stays in registers: with 32 rows, ptxas (sm_90) spilled 0.5 KB per thread in the
@@ -545,10 +539,10 @@ def topk_tiles(n: int, hw: int, batch: int, top_k: int, blocks: Blocks, sm_count
     if splits is None:
         want = triton.cdiv(2 * sm_count, triton.cdiv(hw, block_q) * batch)
         most = max(1, n // (2 * block_n))
-        splits = max(1, min(_next_pow2(want), 16, 1 << (most.bit_length() - 1)))
+        splits = max(1, min(triton.next_power_of_2(want), 16, 1 << (most.bit_length() - 1)))
     n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
     splits = triton.cdiv(n, n_per_split)  # no empty split
-    splits = _next_pow2(splits)  # the candidate row must be a power of two; extra splits stay empty
+    splits = triton.next_power_of_2(splits)  # the candidate row must be a power of two; extra splits stay empty
     return TopkTiles(k_pad, block_n, block_q, splits, n_per_split)
 
 
@@ -634,7 +628,7 @@ def _full_forward(
         n, hw, c,
         *_key_args(mk, qk, qe), *mv.stride(),
         CK=ck, BLOCK_CK=_block_ck(ck), BLOCK_Q=blocks.query, BLOCK_N=blocks.mem, BLOCK_C=blocks.channels,
-        COMPUTE=_TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
+        COMPUTE=TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
     )
     return out, lse
 
@@ -651,7 +645,7 @@ def _full_usage(
         n, hw,
         *_key_args(mk, qk, qe),
         CK=ck, BLOCK_CK=_block_ck(ck), BLOCK_Q=blocks.query, BLOCK_N=blocks.mem,
-        COMPUTE=_TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
+        COMPUTE=TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
     )
     return usage
 
@@ -702,7 +696,7 @@ class _FullSoftmaxRead(torch.autograd.Function):
         keys = (*_key_args(mk, qk, qe),)
         consts = dict(
             CK=ck, BLOCK_CK=_block_ck(ck), BLOCK_Q=blocks.query, BLOCK_N=blocks.mem,
-            COMPUTE=_TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
+            COMPUTE=TL_DTYPES[compute], PREC=_PREC, num_warps=blocks.num_warps,
         )
         dmk = torch.empty(b, ck, n, dtype=compute, device=dev)
         dr = torch.empty(b, n, dtype=compute, device=dev)

@@ -1,5 +1,6 @@
-"""Pieces shared by the weak-loss kernels (``kernels.losses``): dtypes, tile sizes, scalar
-parameters, the stable pixel-pair loss and the final normalisation.
+"""Pieces shared by the kernels: the torch → triton dtype map (every kernel), and for the weak-loss
+kernels (``kernels.losses``) their tile sizes, scalar parameters, the stable pixel-pair loss and the
+final normalisation.
 
 Precision: every loss kernel computes in fp32, or in fp64 when the logits / probabilities are fp64
 (the interpreter tests compare fp64 kernels with the fp64 reference to ~1e-12).
