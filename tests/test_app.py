@@ -244,6 +244,7 @@ def _browser():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+@pytest.mark.slow
 def test_page_end_to_end_matches_vos_segment(tmp_path, video, weights):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

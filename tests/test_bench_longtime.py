@@ -41,6 +41,7 @@ def test_synthetic_long_video_is_deterministic_and_shaped():
         synthetic_long_video(5, size=8)
 
 
+@pytest.mark.slow
 def test_run_longtime_report_and_plots(tmp_path):
     report = run_longtime(
         tmp_path, frames=14, size=32, objects=2, preset="small", compile="eager", compare_dense=True,

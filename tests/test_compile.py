@@ -58,6 +58,7 @@ def _video(frames: int):
         yield image[:, :, 3 * t : 3 * t + W], (mask if t == 0 else None)
 
 
+@pytest.mark.slow
 def test_compiled_inference_equals_eager_and_recompiles_stay_bounded():
     torch._dynamo.reset()
     model = _tiny_model().to(memory_format=torch.channels_last)  # already channels-last: the core uses it as is
@@ -89,6 +90,7 @@ def test_compiled_inference_equals_eager_and_recompiles_stay_bounded():
     assert set(compiled.stage_times) == set(InferenceCore.STAGES) and all(t > 0 for t in compiled.stage_times.values())
 
 
+@pytest.mark.slow
 def test_compiled_memory_read_inductor_dynamic_size():
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(2)
@@ -127,6 +129,7 @@ def test_per_object_image_is_xmems_computation_with_equal_outputs():
         torch.testing.assert_close(a.step(image, mask), b.step(image, mask), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_equals_eager():
     torch._dynamo.reset()
     model = _tiny_model().train()

@@ -1,3 +1,4 @@
+import pytest
 """`vos demo` end to end on a tiny set: trains, evaluates both inits, writes the report; then resumes."""
 
 import json
@@ -7,6 +8,7 @@ from typer.testing import CliRunner
 from cli import app
 
 
+@pytest.mark.slow
 def test_demo_runs_and_resumes(synthetic_root, tmp_path):
     runner = CliRunner()
     args = ["demo", "--root", str(synthetic_root), "--out", str(tmp_path / "demo"),

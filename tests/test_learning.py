@@ -45,6 +45,7 @@ def _val_j(root, weights, out) -> float:
     return report["global"]["J-Mean"]
 
 
+@pytest.mark.slow
 def test_box_supervision_learns_to_segment(one_object_root, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # fixed floating-point order: the same numbers on every machine

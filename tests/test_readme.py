@@ -48,6 +48,7 @@ def _write_video(path: Path) -> None:
             container.mux(packet)
 
 
+@pytest.mark.slow
 def test_segment_your_own_video_section_runs_as_written(tmp_path, monkeypatch):
     blocks = _section_blocks()
     assert len(blocks["bash"]) == 1 and len(blocks["python"]) == 1

@@ -152,6 +152,7 @@ def _ddp_worker(rank, world, root, out, port):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_ranks_agree(synthetic_root, tmp_path):
     import socket
 
