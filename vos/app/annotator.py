@@ -32,8 +32,9 @@ from PIL import Image, UnidentifiedImageError
 
 from vos.data.export import FORMATS, MaskExporter
 from vos.data.io import read_mask, write_mask
-from vos.data.video import OverlayWriter, object_colour, overlay
+from vos.data.video import object_colour
 from vos.errors import VosError
+from vos.memory.segment import write_overlays
 from vos.memory.session import DIRECTIONS, VideoPredictor
 from vos.model.preprocess import internal_size
 from vos.output import claim_files, claim_output, write_text
@@ -267,14 +268,7 @@ class Annotator:
             if fmt == "overlay":
                 target = self.workspace / "overlay.mp4"
                 with claim_files([target], way_out="move it away"):
-                    writer = OverlayWriter(target)
-                    ok = False
-                    try:
-                        for k in frames:
-                            writer.write(self.session.frames.name(k), overlay(self.session.frames[k], self.session.result(k)))
-                        ok = True
-                    finally:
-                        writer.close(ok)
+                    write_overlays(self.session, target)
                 return target
             target = self.workspace / f"export-{fmt}"
             with claim_output(target, "app-export", {"format": fmt}, overwrite=True):

@@ -120,7 +120,7 @@ def segment_video(
                 advance()
         exporter.close()
         if overlay is not None:
-            _write_overlays(session, Path(overlay), prompt=(frame, boxes or {}))
+            write_overlays(session, Path(overlay))
     if not written:
         raise VosError(f"{input_path}: no frames to segment")
     return {
@@ -137,14 +137,16 @@ def segment_video(
     }
 
 
-def _write_overlays(session, path: Path, prompt: tuple[int, Mapping]) -> None:
-    """Masks blended over the frames, in frame order; the prompt boxes drawn on their frame."""
+def write_overlays(session, path: Path) -> None:
+    """The session's results blended over their frames, in frame order, each frame's box prompts
+    outlined: a folder of PNGs, or an .mp4 at the video's frame rate (`vos segment --overlay`, the
+    app's overlay export)."""
     writer = OverlayWriter(path, session.frames.rate)
     done = False
     try:
         for k in session.results:
-            boxes = prompt[1] if k == prompt[0] else None
-            writer.write(session.frames.name(k), draw_overlay(session.frames[k], session.result(k), boxes))
+            entry = session.prompts.get(k)
+            writer.write(session.frames.name(k), draw_overlay(session.frames[k], session.result(k), entry.boxes if entry else None))
         done = True
     finally:
         writer.close(success=done)
