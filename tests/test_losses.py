@@ -723,3 +723,38 @@ def test_oracle_losses_match_naive():
         bootstrapped_ce(agg[:1], labels_valid[:1], 1.0) + bootstrapped_ce(agg[1:, :, :2], labels_valid[1:], 1.0)
     ) / 2
     assert torch.allclose(masked, by_hand, atol=1e-12)
+
+
+def test_edge_sums_visit_only_centres_and_chunking_changes_nothing(monkeypatch):
+    """The colour losses visit only in-box centre pixels, in chunks: a chunk of 7 pixels (many
+    chunks, partners of one pixel split across them) gives the same values and gradients as one
+    chunk, and pixels outside every box get no gradient as centres."""
+    import vos.losses.weak as weak
+
+    generator = torch.Generator().manual_seed(21)
+    logits = (torch.randn(2, 2, 3, 9, 10, generator=generator, dtype=D) * 2).requires_grad_(True)
+    lab = smooth_lab(generator, 2, 3, 9, 10)
+    box = random_boxes(generator, 2, 2, 3, 9, 10, absent=[(1, 0, 2)])
+    results = []
+    for chunk in (1 << 16, 7):
+        monkeypatch.setattr(weak, "_CENTRE_CHUNK", chunk)
+        for loss in (
+            lambda: temporal_loss(logits, lab, box, spacing=2, detach="hard"),
+            lambda: temporal_loss(logits, lab, box, spacing=2, detach="soft", normalize="edges"),
+            lambda: pairwise_loss(logits, lab, box),
+        ):
+            value = loss()
+            results.append((value.detach(), torch.autograd.grad(value, logits)[0]))
+    for (value_one, grad_one), (value_many, grad_many) in zip(results[:3], results[3:]):
+        assert value_one.item() > 0
+        assert torch.allclose(value_one, value_many, atol=1e-14)
+        assert torch.allclose(grad_one, grad_many, atol=1e-14)
+    # every pairwise edge starts in a box: with one 2×2 box, only pixels within the dilated
+    # kernel's reach (2) of it get a gradient
+    small = torch.zeros_like(box)
+    small[0, 0, 0, 3:5, 4:6] = 1
+    grad, = torch.autograd.grad(pairwise_loss(logits, lab, small), logits)
+    reach = torch.zeros_like(box)
+    reach[0, 0, 0, 1:7, 2:8] = 1
+    assert (grad[reach == 0] == 0).all()
+    assert (grad[small > 0] != 0).all()

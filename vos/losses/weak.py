@@ -119,85 +119,111 @@ def _offset_grid(x: torch.Tensor, radius: int, step: int = 1) -> torch.Tensor:
     return _pad(x, radius).unfold(-2, height, step).unfold(-2, width, step)
 
 
-def _edge_rows(
-    a: torch.Tensor, b: torch.Tensor, radius: int, step: int, weight_row, detach: str
+def _edge_sums(
+    a: torch.Tensor, b: torch.Tensor, centre: torch.Tensor, offset_weights: torch.Tensor,
+    radius: int, step: int, detach: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ over pixels p and offsets δ of w_δ(p) · consistency(a(p), b(p + δ)), per image → (sums, counts) B×N×T.
 
-    a, b: B×N×T×H×W logits of the centres and of their partners' frames; the offsets are the grid
-    of `_offset_grid(·, radius, step)`; weight_row(i): B×N×T×D×H×W weights of offset row i (0 = no
-    edge; partners outside the image must have weight 0). One row of offsets at a time bounds the
-    memory to D× the input. The gradient is formed in the same pass, in closed form
-    (`_EdgeSum`), so no graph of the D² per-offset terms is kept.
+    a, b: B×N×T×H×W logits of the centres and of their partners' frames. The offsets are the D×D
+    grid δ = (i·step − radius, j·step − radius), D = 2·radius/step + 1, in raster order. An edge's
+    weight is centre(p) · offset_weights(p, δ): centre B×N×T×H×W (or broadcastable, e.g.
+    B×N×1×H×W) says which pixels are centres (the object's box), offset_weights B×T×H×W×D² which of
+    their partners count (colour similarity, temporal matches); partners outside the image are
+    dropped here. Only centre pixels are visited (boxes cover a fraction of the frame), in chunks
+    that bound the memory. The gradient is formed in the same pass, in closed form (`_EdgeSum`), so
+    no graph of the per-edge terms is kept.
     """
     if detach not in ("soft", "none", "hard"):
         raise VosError(f"losses.temp_detach: must be 'soft', 'hard' or 'none', got {detach!r}")
-    return _EdgeSum.apply(a, b, radius, step, weight_row, detach)
+    return _EdgeSum.apply(a, b, centre, offset_weights, radius, step, detach)
+
+
+# centre pixels per chunk of `_EdgeSum`: with D² = 81 offsets about 5 M edges, a few tens of MB
+_CENTRE_CHUNK = 1 << 16
 
 
 class _EdgeSum(torch.autograd.Function):
-    """`_edge_rows` with its gradient computed alongside the value.
+    """`_edge_sums` with its gradient computed alongside the value.
 
     Per edge (p, r = p + δ) with weight w and x = a(p) + b(r):
     "none": L = sp(a) + sp(b) − sp(x) (eq. 3.15's −log P(same label)), ∂L/∂a = σ(a) − σ(x),
     ∂L/∂b = σ(b) − σ(x); "soft" (eq. 3.22): the same value with half that gradient (see
     `consistency`); "hard": L = ½(sp(a) − y_b·a + sp(b) − y_a·b) with y = [logit > 0] held fixed,
     ∂L/∂a = ½(σ(a) − y_b), ∂L/∂b = ½(σ(b) − y_a). The gradients with respect to a are summed over
-    offsets at p; those with respect to b are scattered back to r = p + δ in a padded buffer.
+    the offsets at p; those with respect to b are added at r.
     """
 
     @staticmethod
-    def forward(ctx, a, b, radius, step, weight_row, detach):  # noqa: D102 - see the class docstring
+    def forward(ctx, a, b, centre, offset_weights, radius, step, detach):  # noqa: D102 - see the class docstring
         with torch.no_grad():
-            height, width = a.shape[-2:]
-            soft_a = F.softplus(a)
-            sig_a = torch.sigmoid(a)
-            a_row = a[:, :, :, None]
-            b_grid = _offset_grid(b, radius, step)
-            soft_b_grid = _offset_grid(F.softplus(b), radius, step)
-            sig_b_grid = _offset_grid(torch.sigmoid(b), radius, step)
+            batch, objects, frames, height, width = a.shape
+            pixels = height * width
+            grid = torch.arange(-radius, radius + 1, step, device=a.device)
+            offset_y, offset_x = grid.repeat_interleave(len(grid)), grid.repeat(len(grid))  # D², raster order
+            # per pixel of the frame: which partners lie in the image (H·W×D²)
+            partner_y = torch.arange(height, device=a.device)[:, None, None] + offset_y
+            partner_x = torch.arange(width, device=a.device)[None, :, None] + offset_x
+            inside = (partner_y >= 0) & (partner_y < height) & (partner_x >= 0) & (partner_x < width)
+            inside = inside.to(a.dtype).reshape(pixels, -1)
+            # partners are read from zero-padded frames: flat index = the pixel's own + partner_step
+            padded_height, padded_width = height + 2 * radius, width + 2 * radius
+            partner_step = offset_y * padded_width + offset_x
+            # the partner's terms once per pixel, gathered per edge
+            b_terms = {"value": b, "sigmoid": torch.sigmoid(b)}
             if detach == "hard":
-                label_a = (a > 0).to(a.dtype)
-                label_b_grid = _offset_grid((b > 0).to(a.dtype), radius, step)
-            sums = a.new_zeros(a.shape[:3])
-            counts = a.new_zeros(a.shape[:3])
-            grad_a = torch.zeros_like(a)
-            grad_b = _pad(torch.zeros_like(b), radius)  # indexed by partner position + radius
-            size = b_grid.shape[3]
-            for i in range(size):
-                weight = weight_row(i).to(a.dtype)
-                partner = b_grid[:, :, :, i]
+                b_terms["label"] = (b > 0).to(a.dtype)
+            else:
+                b_terms["softplus"] = F.softplus(b)
+            b_terms = {k: _pad(v, radius).reshape(-1) for k, v in b_terms.items()}
+            a_flat = a.reshape(-1)
+            weight_rows = offset_weights.to(a.dtype).reshape(batch * frames * pixels, -1)
+            centre = centre.to(a.dtype).expand(a.shape).reshape(-1)
+            sums = a.new_zeros(batch * objects * frames)
+            counts = a.new_zeros(batch * objects * frames)
+            grad_a = a.new_zeros(a.numel())
+            grad_b = a.new_zeros(batch * objects * frames * padded_height * padded_width)
+            # centre pixels as flat indices into B×N×T×H×W, ascending (deterministic sums); gathers
+            # use index_select, several times faster on CPU than advanced indexing
+            for chunk in centre.nonzero().squeeze(1).split(_CENTRE_CHUNK):
+                image, pixel = chunk // pixels, chunk % pixels  # image = (b·N + n)·T + t
+                sample, frame = image // (objects * frames), image % frames
+                weight = weight_rows.index_select(0, (sample * frames + frame) * pixels + pixel)
+                weight = weight * inside.index_select(0, pixel) * centre.index_select(0, chunk)[:, None]
+                y, x = pixel // width, pixel % width
+                own = image * (padded_height * padded_width) + (y + radius) * padded_width + x + radius
+                partner = (own[:, None] + partner_step).reshape(-1)
+                value_a = a_flat.index_select(0, chunk)[:, None]
+                value_b = b_terms["value"].index_select(0, partner).view(weight.shape)
+                sig_b = b_terms["sigmoid"].index_select(0, partner).view(weight.shape)
                 if detach == "hard":
-                    label_b = label_b_grid[:, :, :, i]
-                    edge = 0.5 * (soft_a[:, :, :, None] - label_b * a_row + soft_b_grid[:, :, :, i] - label_a[:, :, :, None] * partner)
-                    d_a = 0.5 * (sig_a[:, :, :, None] - label_b)
-                    d_b = 0.5 * (sig_b_grid[:, :, :, i] - label_a[:, :, :, None])
+                    label_a, label_b = (value_a > 0).to(a.dtype), b_terms["label"].index_select(0, partner).view(weight.shape)
+                    edge = 0.5 * (F.softplus(value_a) - label_b * value_a + F.softplus(value_b) - label_a * value_b)
+                    d_a = 0.5 * (torch.sigmoid(value_a) - label_b)
+                    d_b = 0.5 * (sig_b - label_a)
                 else:
-                    x = a_row + partner
-                    sig_x = torch.sigmoid(x)
-                    edge = soft_a[:, :, :, None] + soft_b_grid[:, :, :, i] - F.softplus(x)
-                    d_a = sig_a[:, :, :, None] - sig_x
-                    d_b = sig_b_grid[:, :, :, i] - sig_x
-                weighted = edge * weight
-                sums += weighted.sum(dim=(-3, -2, -1))
-                counts += weight.expand_as(edge).sum(dim=(-3, -2, -1))
-                grad_a += (d_a * weight).sum(dim=-3)
-                d_b = d_b * weight  # B×N×T×D×H×W, column j: partner at (y + i·step − r, x + j·step − r)
-                for j in range(size):
-                    grad_b[..., i * step : i * step + height, j * step : j * step + width] += d_b[:, :, :, j]
+                    both = value_a + value_b
+                    sig_both = torch.sigmoid(both)
+                    edge = F.softplus(value_a) + b_terms["softplus"].index_select(0, partner).view(weight.shape) - F.softplus(both)
+                    d_a = torch.sigmoid(value_a) - sig_both
+                    d_b = sig_b - sig_both
+                sums.index_add_(0, image, (edge * weight).sum(dim=1))
+                counts.index_add_(0, image, weight.sum(dim=1))
+                grad_a.index_add_(0, chunk, (d_a * weight).sum(dim=1))
+                grad_b.index_add_(0, partner, (d_b * weight).reshape(-1))
+            grad_b = grad_b.view(batch, objects, frames, padded_height, padded_width)
             grad_b = grad_b[..., radius : radius + height, radius : radius + width]
-            if detach == "soft":
-                grad_a *= 0.5
-                grad_b *= 0.5
-        ctx.save_for_backward(grad_a, grad_b)
+            scale = 0.5 if detach == "soft" else 1.0
+        ctx.save_for_backward(grad_a.view(a.shape) * scale, grad_b * scale)
+        counts = counts.view(batch, objects, frames)
         ctx.mark_non_differentiable(counts)
-        return sums, counts
+        return sums.view(batch, objects, frames), counts
 
     @staticmethod
     def backward(ctx, grad_sums, grad_counts):  # noqa: D102
         grad_a, grad_b = ctx.saved_tensors
         scale = grad_sums[..., None, None]
-        return grad_a * scale, grad_b * scale, None, None, None, None
+        return grad_a * scale, grad_b * scale, None, None, None, None, None
 
 
 def _similarity(a: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -315,16 +341,16 @@ def pairwise_loss(
         return _zero(logits)
     radius = (kernel // 2) * dilation
     half = kernel // 2
-    box = box_mask.to(logits.dtype)[:, :, :, None]  # B×N×T×1×H×W: centre inside the box
     with torch.no_grad():
         lab = lab.to(logits.dtype)
         lab_grid = _offset_grid(lab, radius, dilation)  # B×T×3×K×K×H×W
-        inside = _offset_grid(torch.ones(height, width, device=logits.device, dtype=logits.dtype), radius, dilation)
         diff = lab[:, :, :, None, None] - lab_grid
         similarity = torch.exp(-torch.sqrt((diff * diff).sum(dim=2)) / gamma)  # B×T×K×K×H×W
-        active = (similarity >= tau).to(logits.dtype) * inside
+        # zero padding gives out-of-image neighbours a similarity too: `_edge_sums` drops them
+        active = (similarity >= tau).to(logits.dtype)
         active[:, :, half, half] = 0  # the centre is not its own neighbour
-    num, count = _edge_rows(logits, logits, radius, dilation, lambda i: active[:, None, :, i] * box, "none")
+        rows = active.permute(0, 1, 4, 5, 2, 3).reshape(batch, frames, height, width, -1)  # B×T×H×W×K²
+    num, count = _edge_sums(logits, logits, box_mask, rows, radius, dilation, "none")
     return _reduce(num, count, height * width, normalize, obj_valid)
 
 
@@ -458,27 +484,25 @@ def temporal_loss(
         return _zero(logits)
     keep = temporal_matches(lab.to(logits.dtype), patch, candidates, spacing, top_k, gamma, tau)
     keep = keep.to(logits.dtype)  # B×T×C×H×W
-    ones = torch.ones(height, width, device=logits.device, dtype=logits.dtype)
     with torch.no_grad():
+        rows = keep.permute(0, 1, 3, 4, 2)  # B×T×H×W×C
         if target == "patch":
             # match indicators per total offset δ = candidate offset + patch offset, on a D×D grid of
             # offsets at step 1; several (c, q) with the same δ are the same pixel pair counted several
-            # times, as in eq. 3.18's double sum
+            # times, as in eq. 3.18's double sum: rows @ hits, hits[c, δ] = #{q : offset_c + q = δ}
             patch_half = patch // 2
             radius, step = (candidates // 2) * spacing + patch_half, 1
             size = 2 * radius + 1
-            weights = keep.new_zeros(batch, frames, size, size, height, width)
-            for c, (cy, cx) in enumerate(candidate_offsets(candidates, spacing)):
-                for qy in range(-patch_half, patch_half + 1):
-                    for qx in range(-patch_half, patch_half + 1):
-                        weights[:, :, radius + cy + qy, radius + cx + qx] += keep[:, :, c]
+            offsets = candidate_offsets(candidates, spacing)
+            hits = keep.new_zeros(len(offsets), size, size)
+            for c, (cy, cx) in enumerate(offsets):
+                hits[c, radius + cy - patch_half : radius + cy + patch_half + 1, radius + cx - patch_half : radius + cx + patch_half + 1] += 1
+            rows = rows @ hits.reshape(len(offsets), -1)  # B×T×H×W×D²
         else:
             # "center": the partners are the candidates themselves, a grid with step = spacing
             radius, step = (candidates // 2) * spacing, spacing
-            weights = keep.reshape(batch, frames, candidates, candidates, height, width).clone()
-        weights *= _offset_grid(ones, radius, step)  # partners outside the image get weight 0
-        centre = box_mask.to(logits.dtype).amax(dim=2, keepdim=True)[:, :, :, None]  # union of boxes, B×N×1×1×H×W
+        centre = box_mask.to(logits.dtype).amax(dim=2, keepdim=True)  # union of the boxes over frames, B×N×1×H×W
     following = (torch.arange(frames, device=logits.device) + 1) % frames
     partner = logits[:, :, following]  # x_t' for pair t
-    num, count = _edge_rows(logits, partner, radius, step, lambda i: weights[:, None, :, i] * centre, detach)
+    num, count = _edge_sums(logits, partner, centre, rows, radius, step, detach)
     return _reduce(num, count, height * width, normalize, obj_valid)
