@@ -412,6 +412,10 @@ def bench_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     prefill: bool = typer.Option(False, help="Fill the memory to its caps after frame 0 (steady state at once)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for the run (default: torch's)."),
+    mem_every: int = typer.Option(5, help="Longtime: a memory frame every this many frames."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Longtime: channels-last convolutions (default: on)."),
+    warmup: int = typer.Option(5, help="Longtime: frames left out of the FPS summary."),
+    flops: bool = typer.Option(True, "--flops/--no-flops", help="Longtime: count each stage's FLOPs."),
     quick: bool = typer.Option(False, help="Kernel benchmarks: fewer shapes and repeats."),
     out: Path = typer.Option(Path("bench/results"), "--out", help="Where the JSON results and plots go."),
 ) -> None:
@@ -430,6 +434,7 @@ def bench_cmd(
         files = [script.result_file(out) for script in scripts]
         if video == "longtime":
             from vos.bench.longtime import result_files, run_longtime
+            from vos.memory.config import MemoryConfig
 
             files += result_files(out, root, _device(device))
         # every file of the run is claimed before the first benchmark starts, so that a refusal
@@ -440,7 +445,8 @@ def bench_cmd(
             if video == "longtime":
                 result = run_longtime(out, root=root, frames=frames, size=size, objects=objects, preset=preset,
                                       weights=weights, compile=compile_, compare_dense=dense, device=_device(device),
-                                      prefill=prefill, threads=threads)
+                                      prefill=prefill, threads=threads, memory=MemoryConfig(mem_every=mem_every),
+                                      channels_last=channels_last, warmup=warmup, count_flops=flops)
                 console.print_json(data=result.get("summary", {}))
     console.print(f"results in {out}")
 

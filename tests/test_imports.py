@@ -149,3 +149,16 @@ def test_kernels_import_torch_triton_and_themselves_only():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={"TRITON_INTERPRET": "1", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0 and result.stdout.startswith("leaf"), result.stderr[-2000:]
+
+
+def test_bench_scripts_are_entry_points_over_vos_bench():
+    """Each `bench/<name>.py` only imports `vos.bench.<name>` and calls it: the code, and so the
+    flags, live once. Its --help is that module's parser (argparse names the script)."""
+    for script in sorted((ROOT / "bench").glob("*.py")):
+        tree = ast.parse(script.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported == {"pathlib", f"vos.bench.{script.stem}"}, (script.name, imported)
+        functions = [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+        assert not functions, f"{script.name} defines {[f.name for f in functions]}: move it into vos.bench"
+        help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert help_text.returncode == 0 and "--out" in help_text.stdout, (script.name, help_text.stderr[-500:])

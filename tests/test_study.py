@@ -1,21 +1,16 @@
-"""bench/study.py: the box-of-every-frame baseline, pooling over seeds, targets, resuming and refusal."""
+"""vos.bench.study (bench/study.py): the box-of-every-frame baseline, pooling over seeds, targets, resuming and refusal."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from vos.bench import study as study_module
 from vos.errors import VosError
-
-_PATH = Path(__file__).resolve().parents[1] / "bench" / "study.py"
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("vos_bench_study", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return study_module
 
 
 def _fake(out: Path, name: str, seed: int, jf_mask: float, jf_box: float, j: float) -> None:
@@ -109,3 +104,28 @@ def test_a_setting_added_later_matches_records_made_before_it_at_its_old_behavio
     assert study.check_recorded(path, unclipped) is True
     with pytest.raises(VosError, match="other settings"):
         study.check_recorded(path, study.run_config("oracle", 0, synthetic_root, tmp_path, 10, ["train.grad_clip=2.0"]))
+
+
+@pytest.mark.slow
+def test_the_launcher_trains_in_a_subprocess_and_never_reruns_a_recorded_run(synthetic_root, tmp_path, capsys):
+    """The whole path a user runs: `main` launches `python -m vos.bench.study --only …` per run,
+    which trains (3 iterations of a narrow network), evaluates mask and box init and the curve,
+    and records it; the same command again finds nothing to do."""
+    study = _study()
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--root", str(synthetic_root), "--work", str(work), "--out", str(out), "--variants", "proj",
+            "--seeds", "1", "--iterations", "3", "--jobs", "1", "--set", "data.size=32", "--set", "model.value_dim=16"]
+    assert study.main(argv) == 0
+    assert "1 runs to do" in capsys.readouterr().out
+    record = json.loads((out / "study" / "proj_s0.json").read_text())
+    assert record["iterations"] == 3 and record["overrides"] == ["losses.w_pair=0.0", "losses.w_temp=0.0"]
+    assert record["settings"]["data"]["size"] == 32 and record["settings"]["losses"]["w_temp"] == 0.0
+    for init in ("mask_init", "box_init"):
+        assert 0.0 <= record[init]["J&F"] <= 1.0
+    assert record["mask_init"]["frame0_IoU"] == 1.0 and record["box_init"]["frame0_IoU"] < 1.0
+    assert [point["iteration"] for point in record["curve_mask_init"]] == [1, 2, 3]
+    summary = {row["variant"]: row for row in json.loads((out / "study.json").read_text())["variants"]}
+    assert summary["proj"]["seeds"] == [0]
+    assert summary["proj"]["mask_init"]["J&F"]["values"] == [record["mask_init"]["J&F"]]
+    assert study.main(argv) == 0
+    assert "0 runs to do" in capsys.readouterr().out

@@ -34,10 +34,12 @@ the steady state of a full memory — what a long video reaches after ~2,000 fra
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -443,3 +445,49 @@ def _plot(out_dir: Path, tag: str, video: dict) -> None:
     stem = f"longtime_{tag}_{video['video']}"
     save_plot(out_dir / f"{stem}_fps.png", [fps], "frame")
     save_plot(out_dir / f"{stem}_memory.png", [mem, elements, store], "frame")
+
+
+# ------------------------------------------------------------------------------ command line
+def main(argv: list[str] | None = None) -> int:
+    """`python bench/longtime.py` / `python -m vos.bench.longtime`: `run_longtime` with flags, JSON summary printed."""
+    p = argparse.ArgumentParser(description="Long-video inference benchmark (the flags of `vos bench --video longtime`).")
+    p.add_argument("--out", required=True, help="folder for longtime_<device>.json and the PNG plots")
+    p.add_argument("--root", help="Long-Time Video set (default: the built-in synthetic video)")
+    p.add_argument("--frames", type=int, default=3000)
+    p.add_argument("--size", type=int, default=480)
+    p.add_argument("--objects", type=int, default=2)
+    p.add_argument("--preset", default="xmem")
+    p.add_argument("--weights")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    # --compare-dense: the name in the commands recorded with earlier results
+    p.add_argument("--dense", "--compare-dense", dest="compare_dense", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--device")
+    p.add_argument("--prefill", action="store_true", help="fill the memory to capacity after frame 0")
+    p.add_argument("--mem-every", type=int, default=5)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-flops", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        report = run_longtime(
+            args.out, root=args.root, frames=args.frames, size=args.size, objects=args.objects,
+            preset=args.preset, weights=args.weights, compile=args.compile, compare_dense=args.compare_dense,
+            device=args.device, progress=not args.no_progress, prefill=args.prefill,
+            memory=MemoryConfig(mem_every=args.mem_every), channels_last=args.channels_last,
+            threads=args.threads, warmup=args.warmup, count_flops=not args.no_flops,
+        )
+    except VosError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for video in report["videos"]:
+        print(json.dumps({"video": video["video"], "frames": video["frames"], **video["summary"],
+                          "memory": video["memory"]}, indent=1))
+    print(report["json"])
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
