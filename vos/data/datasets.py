@@ -128,21 +128,24 @@ def _open_davis(root: Path, split: str, year: str) -> Dataset:
         names = sorted(p.name for p in img_root.iterdir() if p.is_dir())
     videos = []
     for name in names:
-        frame_dir = img_root / name
-        if not frame_dir.is_dir():
-            raise DataError(f"{list_file}: lists video '{name}' but {frame_dir} does not exist")
-        frames = list_frames(frame_dir)
-        if not frames:
-            raise DataError(f"{frame_dir}: video without frames")
-        annotations = {}
-        for t, frame in enumerate(frames):
-            mask = ann_root / name / f"{frame.stem}.png"
-            if mask.is_file():
-                annotations[t] = mask
-        if not annotations:
-            raise DataError(f"{ann_root / name}: no annotation for video '{name}' (need at least its first frame)")
+        frames, annotations = _frames_and_masks(name, img_root, ann_root, list_file)
         videos.append(VideoRecord(name=name, frames=frames, annotations=annotations))
     return Dataset(root=root, layout="davis", split=split, videos=videos)
+
+
+def _frames_and_masks(name: str, img_root: Path, ann_root: Path, listed_in: Path) -> tuple[list[Path], dict[int, Path]]:
+    """A video's frames (sorted) and its annotated frames {index: mask file}, which must not be empty."""
+    frame_dir = img_root / name
+    if not frame_dir.is_dir():
+        raise DataError(f"{listed_in}: lists video '{name}' but {frame_dir} does not exist")
+    frames = list_frames(frame_dir)
+    if not frames:
+        raise DataError(f"{frame_dir}: video without frames")
+    masks = {t: ann_root / name / f"{frame.stem}.png" for t, frame in enumerate(frames)}
+    annotations = {t: mask for t, mask in masks.items() if mask.is_file()}
+    if not annotations:
+        raise DataError(f"{ann_root / name}: no annotation for video '{name}' (need at least its first frame)")
+    return frames, annotations
 
 
 def _open_youtube(root: Path, split: str) -> Dataset:
@@ -160,19 +163,7 @@ def _open_youtube(root: Path, split: str) -> Dataset:
     names = sorted(meta_videos) if meta_videos else sorted(p.name for p in img_root.iterdir() if p.is_dir())
     videos = []
     for name in names:
-        frame_dir = img_root / name
-        if not frame_dir.is_dir():
-            raise DataError(f"{meta_file}: lists video '{name}' but {frame_dir} does not exist")
-        frames = list_frames(frame_dir)
-        if not frames:
-            raise DataError(f"{frame_dir}: video without frames")
-        annotations = {}
-        for t, frame in enumerate(frames):
-            mask = ann_root / name / f"{frame.stem}.png"
-            if mask.is_file():
-                annotations[t] = mask
-        if not annotations:
-            raise DataError(f"{ann_root / name}: no annotation for video '{name}'")
+        frames, annotations = _frames_and_masks(name, img_root, ann_root, meta_file)
         objects = meta_videos.get(name, {}).get("objects", {})
         categories = {int(k): v.get("category", "") for k, v in objects.items()}
         sparse = len(annotations) < len(frames)
