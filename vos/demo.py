@@ -137,6 +137,7 @@ def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", over
              progress: bool = True, log=print, overwrite: bool = False) -> dict:
     """Run the demo end to end (resumable with the same settings); returns the report dict also
     written to OUT/demo.json. ``overwrite`` replaces an earlier demo run in ``out`` (:mod:`vos.output`)."""
+    started = time.perf_counter()
     root, out = Path(root), Path(out)
     ensure_demo_data(root, log)
     config = demo_config(root, out, overrides)
@@ -146,10 +147,10 @@ def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", over
         check_resume_settings(train_dir, to_dict(config), DEMO_MAY_DIFFER)
     with claim_output(out, "demo", settings, inputs=[root], overwrite=overwrite, resumable=True, may_differ=DEMO_MAY_DIFFER,
                       adopt=lambda path: (path / "train" / "config.yaml").is_file()):
-        return _run_demo(root, out, config, progress, log)
+        return _run_demo(root, out, config, progress, log, started)
 
 
-def _run_demo(root: Path, out: Path, config: Config, progress: bool, log) -> dict:
+def _run_demo(root: Path, out: Path, config: Config, progress: bool, log, started: float) -> dict:
     from vos.train.trainer import train
 
     train_dir = Path(config.train.out_dir)
@@ -186,6 +187,9 @@ def _run_demo(root: Path, out: Path, config: Config, progress: bool, log) -> dic
                     f"{config.train.batch_size}, lr {config.train.lr:g}, projection layout {config.losses.layout}",
         "iterations": config.train.iterations,
         "train_seconds": train_seconds,
+        # this invocation from start to report: data generation when needed, training (None when
+        # the weights were already there), both evaluations, the overlay
+        "wall_seconds": time.perf_counter() - started,
         "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "mask_init": results["mask"],
@@ -211,4 +215,8 @@ def markdown(record: dict) -> str:
     lines.append("")
     lines.append(f"weights {record['weights']}, {record['iterations']} iterations ({record.get('training', '')}), "
                  f"frames {record.get('frames', '')}, {record['device']}, torch {record['torch']}")
+    if record.get("wall_seconds") is not None:
+        trained = "weights reused" if record["train_seconds"] is None else f"training {record['train_seconds'] / 60:.1f} min"
+        lines.append("")
+        lines.append(f"time: {record['wall_seconds'] / 60:.1f} min in all ({trained})")
     return "\n".join(lines) + "\n"
