@@ -129,3 +129,13 @@ def test_the_launcher_trains_in_a_subprocess_and_never_reruns_a_recorded_run(syn
     assert summary["proj"]["mask_init"]["J&F"]["values"] == [record["mask_init"]["J&F"]]
     assert study.main(argv) == 0
     assert "0 runs to do" in capsys.readouterr().out
+
+
+def test_every_variant_has_a_row_label_and_a_place_in_the_run_order():
+    from vos.bench import study_report
+
+    study = _study()
+    assert study_report.ORDER == [*study.VARIANTS, study_report.BASELINE]
+    assert set(study_report.LABELS) == set(study_report.ORDER)
+    assert sorted(study.PRIORITY) == sorted(study.VARIANTS)
+    assert {name for pair in study_report.ADDED_LOSS for name in pair} <= set(study.VARIANTS)
