@@ -130,7 +130,7 @@ def ensure_demo_data(root: Path, log=print) -> None:
 # Settings that may differ when the demo reuses its earlier run: logging and checkpoint cadence only.
 # Anything else (more iterations included: the schedule is scaled to them) changes the weights.
 DEMO_MAY_DIFFER = ("train.log_every", "train.checkpoint_every", "train.sample_every", "train.keep_checkpoints",
-                   "data.num_workers")
+                   "data.num_workers", "train.channels_last")
 
 
 def run_demo(root: str | Path = "data/demo", out: str | Path = "runs/demo", overrides: list[str] | tuple[str, ...] = (),

@@ -99,6 +99,7 @@ def _relevant(data: dict) -> dict:
     else:  # nor the weak losses' settings an oracle run
         data["losses"] = {key: data["losses"][key] for key in ORACLE_LOSS_KEYS if key in data["losses"]}
     data["data"].pop("num_workers", None)
+    data["train"].pop("channels_last", None)  # a memory layout: like the thread count, float order only
     for (section, key), before in ADDED_SETTINGS.items():
         if data[section].get(key, before) == before:
             data[section].pop(key, None)

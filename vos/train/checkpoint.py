@@ -82,7 +82,7 @@ def load_checkpoint(out_dir: Path, model, optimizer, scheduler) -> int:
 # Settings that may change when a run is resumed: more iterations, the logging and checkpoint cadence,
 # the data-loading workers and the folder itself. Anything else would silently mix two trainings.
 RESUME_MAY_DIFFER = ("train.iterations", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                     "train.keep_checkpoints", "train.out_dir", "data.num_workers")
+                     "train.keep_checkpoints", "train.out_dir", "data.num_workers", "train.channels_last")
 
 
 def is_training_run(out_dir: Path) -> bool:

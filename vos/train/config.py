@@ -27,6 +27,9 @@ class TrainConfig:
     objective: Literal["weak", "oracle"] = "weak"
     amp: bool = True  # bf16/fp16 autocast on CUDA only; CPU trains in fp32
     compile: bool = False
+    # the network's weights (and so its convolutions' activations) in the channels-last layout: the
+    # same model up to floating-point order, faster convolutions on CPU; checkpoints are unaffected
+    channels_last: bool = False
     seed: int = 14159265
     init_weights: str | None = None
     out_dir: str = "runs/train"

@@ -132,6 +132,8 @@ def _train(config: Config, resume: bool, progress: bool, on_log: Callable[[dict]
     model = build_model(config).to(device)
     if tcfg.bn_statistics == "update":
         update_batchnorm_statistics_(model)
+    if tcfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     recurrence = ClipRecurrence(model, tcfg.num_ref_frames, tcfg.deep_update_prob, backend=config.memory.backend)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg.lr, weight_decay=tcfg.weight_decay)
