@@ -235,6 +235,15 @@ def naive_temporal(
 # fixtures
 
 
+def assert_same_loss(ours, ref, logits):
+    """Our loss equals the naive sum over edges in value (non-trivially: > 0) and in its gradient."""
+    assert ref.item() > 0
+    assert torch.allclose(ours, ref, atol=1e-12)
+    grad_ours, = torch.autograd.grad(ours, logits)
+    grad_ref, = torch.autograd.grad(ref, logits)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-12)
+
+
 def random_boxes(generator, batch, objects, frames, height, width, absent=()):
     boxes = torch.zeros(batch, objects, frames, 4)
     valid = torch.ones(batch, objects, frames, dtype=torch.bool)
@@ -428,11 +437,7 @@ def test_pairwise_matches_naive(normalize, kernel, dilation):
         kwargs = dict(kernel=kernel, dilation=dilation, gamma=2.0, tau=0.3, normalize=normalize)
         ours = pairwise_loss(logits, lab, box, obj_valid=valid, **kwargs)
         ref = naive_pairwise(logits, lab, box, obj_valid=valid, **kwargs)
-        assert ref.item() > 0
-        assert torch.allclose(ours, ref, atol=1e-12)
-        grad_ours, = torch.autograd.grad(ours, logits)
-        grad_ref, = torch.autograd.grad(ref, logits)
-        assert torch.allclose(grad_ours, grad_ref, atol=1e-12)
+        assert_same_loss(ours, ref, logits)
 
 
 def test_pairwise_gradcheck():
@@ -487,11 +492,7 @@ def test_temporal_matches_naive(target, detach):
     for normalize, valid in (("pixels", None), ("edges", None), ("pixels", torch.tensor([[False, True]]))):
         ours = temporal_loss(logits, lab, box, normalize=normalize, obj_valid=valid, **kwargs)
         ref = naive_temporal(logits, lab, box, normalize=normalize, obj_valid=valid, **kwargs)
-        assert ref.item() > 0
-        assert torch.allclose(ours, ref, atol=1e-12)
-        grad_ours, = torch.autograd.grad(ours, logits)
-        grad_ref, = torch.autograd.grad(ref, logits)
-        assert torch.allclose(grad_ours, grad_ref, atol=1e-12)
+        assert_same_loss(ours, ref, logits)
 
 
 def test_temporal_default_grid_and_quantised_colours_match_naive():
