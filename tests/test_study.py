@@ -110,11 +110,17 @@ def test_a_setting_added_later_matches_records_made_before_it_at_its_old_behavio
 def test_the_launcher_trains_in_a_subprocess_and_never_reruns_a_recorded_run(synthetic_root, tmp_path, capsys):
     """The whole path a user runs: `main` launches `python -m vos.bench.study --only …` per run,
     which trains (3 iterations of a narrow network), evaluates mask and box init and the curve,
-    and records it; the same command again finds nothing to do."""
+    and records it; the same command again finds nothing to do. The run's folder already holds a
+    training stopped before its first checkpoint (an interrupted start): it is started again."""
+    from vos.train.trainer import train
+
     study = _study()
     work, out = tmp_path / "work", tmp_path / "out"
+    extra = ["data.size=32", "model.value_dim=16"]
+    train(study.run_config("proj", 0, synthetic_root, work, 3, extra), progress=False, stop_at=0)
+    assert (work / "proj" / "s0" / "train" / "config.yaml").is_file()
     argv = ["--root", str(synthetic_root), "--work", str(work), "--out", str(out), "--variants", "proj",
-            "--seeds", "1", "--iterations", "3", "--jobs", "1", "--set", "data.size=32", "--set", "model.value_dim=16"]
+            "--seeds", "1", "--iterations", "3", "--jobs", "1", *[arg for item in extra for arg in ("--set", item)]]
     assert study.main(argv) == 0
     assert "1 runs to do" in capsys.readouterr().out
     record = json.loads((out / "study" / "proj_s0.json").read_text())

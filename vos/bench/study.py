@@ -1,7 +1,8 @@
 """Which weak losses matter, and how close box supervision comes to mask supervision, on the synthetic set.
 
-Every trained variant is the ``vos demo`` configuration with one change, trained with several seeds
-(seed k uses ``train.seed + k``, so seed 0 is the demo itself) and evaluated on the val split at the
+Every trained variant is the ``vos demo`` configuration with one change, trained for
+``STUDY_ITERATIONS`` with several seeds (seed k uses ``train.seed + k``, so seed 0 is the demo's
+recipe; the demo itself stops earlier to fit its time, and its schedule scales) and evaluated on the val split at the
 frames' native resolution, with first-frame masks and with first-frame boxes:
 
     proj        projection loss only                               (thesis eq. 3.8–3.12)
@@ -50,6 +51,9 @@ VARIANTS: dict[str, list[str]] = {
 }
 # Runs in this order, seed by seed, so that a partial study already compares the main variants.
 PRIORITY = ["all_soft", "oracle", "proj", "proj_pair", "proj_temp", "all_hard", "first_mask"]
+# The length the demo's schedule is written for (``train.schedule_reference``): the study measures
+# the recipe at that length, whatever length the demo trains to fit its time.
+STUDY_ITERATIONS = 1200
 CURVE_POINTS = 5  # checkpoints per run evaluated for the learning curves (the last is the final weights)
 
 
@@ -59,8 +63,8 @@ def run_config(name: str, seed: int, root: Path, work: Path, iterations: int | N
     the learning curve."""
     from vos.demo import demo_config
 
-    base = demo_config(root, work)  # only for the default seed and iteration count
-    its = iterations or base.train.iterations
+    base = demo_config(root, work)  # only for the default seed
+    its = iterations or STUDY_ITERATIONS
     overrides = [
         *VARIANTS[name], *extra,
         f"train.iterations={its}",
@@ -176,7 +180,9 @@ def _run_one(name: str, seed: int, root: Path, work: Path, out: Path, iterations
     if not final.is_file():
         resume = latest_checkpoint(train_dir) is not None
         start = time.perf_counter()
-        train(config, resume=resume, progress=False)
+        # without a checkpoint, an earlier slice of this run (the study's own folder) stopped before
+        # saving anything: start it again
+        train(config, resume=resume, overwrite=not resume and train_dir.is_dir(), progress=False)
         spent = time.perf_counter() - start
         # a resumed run adds its slice to what earlier slices spent
         before = json.loads(timing_path.read_text())["seconds"] if resume and timing_path.is_file() else 0.0
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="where study.json, study.md, study/*.json go")
     p.add_argument("--variants", nargs="*", default=ORDER, choices=ORDER)
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (seed k trains with train.seed + k)")
-    p.add_argument("--iterations", type=int, help="override the demo's iteration count (same for every run)")
+    p.add_argument("--iterations", type=int, help=f"iterations of every run (default {STUDY_ITERATIONS})")
     p.add_argument("--set", dest="extra", action="append", default=[], help="extra config override for every run")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (separate processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -297,7 +303,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name} seed {seed}: in progress in another process, left to it", flush=True)
                     continue
                 pending.append((name, seed))
-        print(f"{len(pending)} runs to do", flush=True)
+        # an interrupted run goes first: its checkpoints are time already spent
+        from vos.train.checkpoint import latest_checkpoint
+
+        started = {key: latest_checkpoint(Path(run_config(*key, args.root, args.work, args.iterations, args.extra).train.out_dir))
+                   is not None for key in pending}
+        pending.sort(key=lambda key: not started[key])
+        print(f"{len(pending)} runs to do" + (f", {sum(started.values())} of them resumed" if any(started.values()) else ""),
+              flush=True)
         running: list[tuple[tuple[str, int], subprocess.Popen]] = []
         failed = []
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
