@@ -131,8 +131,8 @@ def _edge_sums(
     B×N×1×H×W) says which pixels are centres (the object's box), offset_weights B×T×H×W×D² which of
     their partners count (colour similarity, temporal matches); partners outside the image are
     dropped here. Only centre pixels are visited (boxes cover a fraction of the frame), in chunks
-    that bound the memory. The gradient is formed in the same pass, in closed form (`_EdgeSum`), so
-    no graph of the per-edge terms is kept.
+    that bound the memory, and of their edges only those with a non-zero weight. The gradient is
+    formed in the same pass, in closed form (`_EdgeSum`), so no graph of the per-edge terms is kept.
     """
     if detach not in ("soft", "none", "hard"):
         raise VosError(f"losses.temp_detach: must be 'soft', 'hard' or 'none', got {detach!r}")
@@ -192,25 +192,33 @@ class _EdgeSum(torch.autograd.Function):
                 weight = weight * inside.index_select(0, pixel) * centre.index_select(0, chunk)[:, None]
                 y, x = pixel // width, pixel % width
                 own = image * (padded_height * padded_width) + (y + radius) * padded_width + x + radius
-                partner = (own[:, None] + partner_step).reshape(-1)
-                value_a = a_flat.index_select(0, chunk)[:, None]
-                value_b = b_terms["value"].index_select(0, partner).view(weight.shape)
-                sig_b = b_terms["sigmoid"].index_select(0, partner).view(weight.shape)
+                # only the edges with a non-zero weight from here on: colour thresholds, top-k matches
+                # and the image border leave about half of the D² offsets empty (81 → at most 45 for
+                # the temporal loss's defaults), and every later gather and scatter is per edge
+                flat = weight.reshape(-1).nonzero().squeeze(1)
+                row, column = flat // weight.shape[1], flat % weight.shape[1]
+                edge_weight = weight.reshape(-1).index_select(0, flat)
+                centre_index = chunk.index_select(0, row)
+                edge_image = image.index_select(0, row)
+                partner = own.index_select(0, row) + partner_step.index_select(0, column)
+                value_a = a_flat.index_select(0, centre_index)
+                value_b = b_terms["value"].index_select(0, partner)
+                sig_b = b_terms["sigmoid"].index_select(0, partner)
                 if detach == "hard":
-                    label_a, label_b = (value_a > 0).to(a.dtype), b_terms["label"].index_select(0, partner).view(weight.shape)
+                    label_a, label_b = (value_a > 0).to(a.dtype), b_terms["label"].index_select(0, partner)
                     edge = 0.5 * (F.softplus(value_a) - label_b * value_a + F.softplus(value_b) - label_a * value_b)
                     d_a = 0.5 * (torch.sigmoid(value_a) - label_b)
                     d_b = 0.5 * (sig_b - label_a)
                 else:
                     both = value_a + value_b
                     sig_both = torch.sigmoid(both)
-                    edge = F.softplus(value_a) + b_terms["softplus"].index_select(0, partner).view(weight.shape) - F.softplus(both)
+                    edge = F.softplus(value_a) + b_terms["softplus"].index_select(0, partner) - F.softplus(both)
                     d_a = torch.sigmoid(value_a) - sig_both
                     d_b = sig_b - sig_both
-                sums.index_add_(0, image, (edge * weight).sum(dim=1))
-                counts.index_add_(0, image, weight.sum(dim=1))
-                grad_a.index_add_(0, chunk, (d_a * weight).sum(dim=1))
-                grad_b.index_add_(0, partner, (d_b * weight).reshape(-1))
+                sums.index_add_(0, edge_image, edge * edge_weight)
+                counts.index_add_(0, edge_image, edge_weight)
+                grad_a.index_add_(0, centre_index, d_a * edge_weight)
+                grad_b.index_add_(0, partner, d_b * edge_weight)
             grad_b = grad_b.view(batch, objects, frames, padded_height, padded_width)
             grad_b = grad_b[..., radius : radius + height, radius : radius + width]
             scale = 0.5 if detach == "soft" else 1.0
